@@ -1,0 +1,35 @@
+"""The Southrock LMS Enrolment Data Extraction API (SPEC-LMS-1544 v1.6)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+
+from southrock_api import api, cli, config, db, errors, health, logs, proxy, ratelimit
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application: defaults, then instance/config.py, then SOUTHROCK_* env."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(config.defaults(app.instance_path))
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("SOUTHROCK")
+    else:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    logs.init_app(app)
+    proxy.init_app(app)
+    db.init_app(app)
+    errors.init_app(app)
+    # Order matters: authentication must run before the limiter's before_request
+    # so that only authenticated requests spend the site's bucket.
+    api.init_app(app)
+    ratelimit.init_app(app)
+    health.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,169 @@
+"""The /api/v1 blueprint: authenticate → parse → resolve visible units → query → render."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from marshmallow import ValidationError
+
+from southrock_api import paging, ratelimit
+from southrock_api.auth import Principal, authenticate, needs_last_used, record_last_used
+from southrock_api.db import current_data_version, get_database, get_session
+from southrock_api.enrolments import Filters, SortKey, fetch_page
+from southrock_api.errors import AUTHENTICATION_FAILED, BAD_PARAMETER, ENDPOINT_NOT_SUPPORTED, ApiError
+from southrock_api.schemas import (
+    EXPECTATIONS,
+    REPEATABLE,
+    business_unit_schema,
+    enrolment_query_schema,
+    enrolments_schema,
+    work_unit_schema,
+)
+from southrock_api.visibility import filter_by_orgcodes, hierarchy
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _require_https() -> None:
+    # spec §8c: API requests must use HTTPS; a plain-HTTP URL is outside the API's namespace.
+    if (
+        current_app.config["REQUIRE_HTTPS"]
+        and request.path.startswith("/api")
+        and request.scheme != "https"
+    ):
+        raise ApiError(ENDPOINT_NOT_SUPPORTED, "Endpoint not supported: use https://")
+
+
+def _authenticate() -> Response | None:
+    """Authenticate API requests before the limiter sees them; answer 304s without spending it."""
+    if request.blueprint != "api":
+        return None
+    client = request.remote_addr or "unknown"
+    ratelimit.check_auth_failures(client)
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        g.principal = authenticate(get_session(), request.headers.get("Authorization"), now)
+    except ApiError as error:
+        if error.error is AUTHENTICATION_FAILED:
+            ratelimit.record_auth_failure(client)
+        raise
+    if needs_last_used(g.principal, now):
+        token_id = g.principal.token_id
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+        def write_last_used() -> None:
+            session = get_database(app).session_factory()
+            try:
+                record_last_used(session, token_id, now)
+            finally:
+                session.close()
+
+        # After the response is sent: the client never waits for this write.
+        g.after_response = write_last_used
+    g.data_version = current_data_version(get_session())
+    etag = _etag(g.principal, g.data_version)
+    if etag is not None:
+        g.etag = etag
+        if etag in request.if_none_match:
+            return _not_modified(etag)
+    return None
+
+
+def _etag(principal: Principal, data_version: str) -> str | None:
+    try:
+        pairs = paging.parse_query(request.query_string)
+    except ApiError:
+        return None  # the view reports it, after the request has been counted
+    # spec §5.1a: parameter order never matters, so it does not change the ETag either.
+    pairs = sorted((name, value) for name, value in pairs if name != "after")
+    return paging.fingerprint(
+        request.endpoint, data_version, principal.unit_type, principal.unit_id, pairs
+    )
+
+
+def _not_modified(etag: str) -> Response:
+    response = Response(status=304)
+    response.set_etag(etag)
+    return response
+
+
+def _finish(response: Response) -> Response:
+    if "etag" in g and response.status_code == 200:
+        response.set_etag(g.etag)
+    callback = g.pop("after_response", None)
+    if callback is not None:
+        response.call_on_close(callback)
+    return response
+
+
+@bp.get("", provide_automatic_options=False)
+@bp.get("/", provide_automatic_options=False)
+def whoami() -> Response:
+    """Return the token's business unit or work unit (spec §16)."""
+    principal: Principal = g.principal
+    schema = business_unit_schema if principal.unit_type == "business_unit" else work_unit_schema
+    return jsonify(schema.dump(principal))
+
+
+def _parse_arguments(pairs: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
+    try:
+        return enrolment_query_schema.load(paging.to_arguments(pairs, REPEATABLE))
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        raise ApiError(
+            BAD_PARAMETER,
+            f"Invalid parameter found: {name}, expected {EXPECTATIONS.get(name, 'a valid value')}",
+        ) from None
+
+
+@bp.get("/enrolments", provide_automatic_options=False)
+def list_enrolments() -> Response:
+    """Return one page of the token's completed enrolments (spec §17) with Link and X-Total-Count."""
+    principal: Principal = g.principal
+    pairs = paging.parse_query(request.query_string)
+    arguments = _parse_arguments(pairs)
+    start, limit = arguments["start"], arguments["limit"]
+    filters = Filters(arguments["SDATE"], arguments["EDATE"])
+    session = get_session()
+    units = filter_by_orgcodes(
+        hierarchy(session, g.data_version).visible_work_units(
+            principal.unit_type, principal.unit_id
+        ),
+        arguments["ORGCODES"],
+    )
+    fingerprint = paging.fingerprint(
+        g.data_version, principal.unit_type, principal.unit_id, filters, [u.id for u in units]
+    )
+    after = _resume_point(dict(pairs).get("after"), fingerprint, start)
+    page = fetch_page(session, g.data_version, units, filters, start, limit, after)
+    next_cursor = None
+    if page.rows:
+        last = page.rows[-1]
+        next_cursor = paging.Cursor(
+            fingerprint, last.rnum, SortKey(last.org_code, last.crs_code, last.lr_id, last.sch_id)
+        ).encode()
+    response = jsonify(enrolments_schema.dump(page.rows))
+    response.headers["X-Total-Count"] = str(page.total)
+    response.headers["Link"] = paging.link_header(
+        request.base_url, pairs, start, limit, page.total, next_cursor
+    )
+    return response
+
+
+def _resume_point(text: str | None, fingerprint: str, start: int) -> SortKey | None:
+    """Use a cursor from a link we issued only if it is for this exact result and row start-1."""
+    if not text:
+        return None
+    cursor = paging.Cursor.decode(text)
+    if cursor is None or cursor.fingerprint != fingerprint or cursor.rnum != start - 1:
+        return None
+    return cursor.key
+
+
+def init_app(app: Flask) -> None:
+    """Register the blueprint and the checks that run before the limiter."""
+    app.before_request(_require_https)
+    app.before_request(_authenticate)
+    app.after_request(_finish)
+    app.register_blueprint(bp)

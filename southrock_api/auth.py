@@ -1,0 +1,133 @@
+"""HTTP Basic `public:private` (spec §6) → the token and its unit, or E1010 / E1020."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from southrock_api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
+from southrock_api.models import ApiToken, BusinessUnit, WorkUnit
+from southrock_api.tokens import hash_private_key
+
+log = logging.getLogger(__name__)
+
+REALM = "Southrock LMS API"
+# Longer credentials than any key we issue are refused before any work is done.
+MAX_CREDENTIALS_LENGTH = 512
+MAX_KEY_LENGTH = 64
+# Hashed once so that an unknown public key costs the same comparison as a wrong private key.
+_DUMMY_HASH = hash_private_key("no such token")
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated token and the unit whose enrolments it may read."""
+
+    token_id: int
+    public_key: str
+    unit_type: str  # "business_unit" or "work_unit"
+    unit_id: int
+    unit_code: str
+    unit_name: str
+    last_used_at: dt.datetime | None
+
+
+def _unauthorized(message: str = "Authentication failed") -> ApiError:
+    # WWW-Authenticate makes a browser prompt for the keys (spec §6).
+    return ApiError(
+        AUTHENTICATION_FAILED,
+        message,
+        headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+    )
+
+
+def parse_basic(header: str | None) -> tuple[str, str]:
+    """Split an Authorization header into (public key, private key)."""
+    if not header or not header.strip():
+        raise _unauthorized("Authentication failed: no Authorization header")
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise ApiError(BAD_TOKEN_TYPE, "Bad API token type: use the Basic scheme (spec §6)")
+    credentials = credentials.strip()
+    if len(credentials) > MAX_CREDENTIALS_LENGTH:
+        raise _unauthorized()
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise _unauthorized("Authentication failed: credentials are not valid Base64") from None
+    public_key, colon, private_key = decoded.partition(":")
+    if not colon or not public_key or not private_key:
+        raise _unauthorized("Authentication failed: expected public_key:private_key")
+    if len(public_key) > MAX_KEY_LENGTH or len(private_key) > MAX_KEY_LENGTH:
+        raise _unauthorized()
+    return public_key, private_key
+
+
+def authenticate(session: Session, header: str | None, now: dt.datetime) -> Principal:
+    """Return the principal for an Authorization header, or raise E1010/E1020."""
+    public_key, private_key = parse_basic(header)
+    token = session.scalar(select(ApiToken).where(ApiToken.public_key == public_key))
+    expected = token.private_key_hash if token is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(hash_private_key(private_key), expected)
+    if token is None or not matches or token.revoked_at is not None:
+        raise _unauthorized()
+    if token.expires_at is not None and _utc(token.expires_at) <= now:
+        raise _unauthorized("Authentication failed: the API token has expired")
+    if token.business_unit_id is not None:
+        bu = session.get(BusinessUnit, token.business_unit_id)
+        if bu is not None:
+            return Principal(
+                token.id, public_key, "business_unit", bu.id, bu.code, bu.name, token.last_used_at
+            )
+    elif token.work_unit_id is not None:
+        wu = session.get(WorkUnit, token.work_unit_id)
+        if wu is not None:
+            return Principal(
+                token.id, public_key, "work_unit", wu.id, wu.code, wu.name, token.last_used_at
+            )
+    raise ApiError(BAD_TOKEN_TYPE, "Bad API token type: the token has no business or work unit")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def needs_last_used(principal: Principal, now: dt.datetime) -> bool:
+    """Whether the token's last-used time is stale enough to be written again."""
+    last = principal.last_used_at
+    return last is None or now - _utc(last) >= LAST_USED_RESOLUTION
+
+
+def record_last_used(session: Session, token_id: int, now: dt.datetime) -> None:
+    """Write the token's last-used time; never waits on a busy database."""
+    try:
+        if session.get_bind().dialect.name == "sqlite":
+            # An import may hold the write lock for a while; last-used can wait a minute.
+            session.execute(text("PRAGMA busy_timeout=50"))
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id)
+            .where(
+                or_(
+                    ApiToken.last_used_at.is_(None),
+                    ApiToken.last_used_at < now - LAST_USED_RESOLUTION,
+                )
+            )
+            .values(last_used_at=now)
+        )
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.info("last-used time not recorded: database busy")
+    finally:
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("PRAGMA busy_timeout=10000"))

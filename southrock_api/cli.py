@@ -1,0 +1,219 @@
+"""The `southrock` command: thin click wrappers over schema, importer, demo data and tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
+
+from southrock_api import schema, tokens
+from southrock_api.db import get_database
+
+
+def _session():  # type: ignore[no-untyped-def]
+    return get_database().session_factory()
+
+
+@click.group("db")
+def db_group() -> None:
+    """Manage the database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from flask import current_app
+
+    schema.upgrade(current_app, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@click.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@with_appcontext
+def import_command(directory: Path, progress: bool | None) -> None:
+    """Load business_units, work_units, courses, learners and enrolments CSVs from DIRECTORY."""
+    from southrock_api.importer import ImportFailed, import_directory
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with _session() as session:
+        try:
+            report = import_directory(session, directory, progress=show)
+        except ImportFailed as failure:
+            for problem in failure.problems:
+                click.echo(problem, err=True)
+            raise click.exceptions.Exit(1) from None
+    click.echo(report.summary())
+
+
+@click.command("demo-data")
+@click.option("--enrolments", "enrolment_count", default=5000, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="Write the CSVs here instead of importing them.")
+@with_appcontext
+def demo_data_command(enrolment_count: int, seed: int, output: Path | None) -> None:
+    """Generate a realistic, deterministic data set and import it."""
+    from southrock_api.demo import write_demo_csvs
+    from southrock_api.importer import import_directory
+
+    if output is not None:
+        write_demo_csvs(output, enrolments=enrolment_count, seed=seed)
+        click.echo(f"wrote demo CSVs to {output}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=seed)
+        with _session() as session:
+            report = import_directory(session, Path(tmp), progress=sys.stderr.isatty())
+    click.echo(report.summary())
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """Create, list, revoke and rotate API tokens (spec §7)."""
+
+
+def _show_issued(issued: tokens.IssuedToken, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "public_key": issued.public_key,
+                    "private_key": issued.private_key,
+                    "authorization": issued.authorization,
+                    "unit_type": issued.unit_type,
+                    "unit": issued.unit_code,
+                    "description": issued.description,
+                    "expires": issued.expires_at.isoformat() if issued.expires_at else None,
+                }
+            )
+        )
+        return
+    click.echo(f"Public key:    {issued.public_key}")
+    click.echo(f"Private key:   {issued.private_key}")
+    click.echo(f"Authorization: {issued.authorization}")
+    click.echo(
+        "Record the private key now: only its hash is stored, so it can never be shown again.",
+        err=True,
+    )
+
+
+def _expiry(value: dt.date | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    # A token is good through the whole of its expiry day (UTC).
+    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+
+@tokens_group.command("create")
+@click.option("--business-unit", "business_unit", metavar="CODE", help="ORGGRP_CODE (Training Coordinator token).")
+@click.option("--work-unit", "work_unit", metavar="CODE", help="ORG_CODE (Manager token).")
+@click.option("--description", default=None, help="What the token is for.")
+@click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Last day the token works (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def tokens_create(
+    business_unit: str | None,
+    work_unit: str | None,
+    description: str | None,
+    expires: dt.datetime | None,
+    as_json: bool,
+) -> None:
+    """Create a token for a business unit or a work unit and show its keys once."""
+    with _session() as session:
+        try:
+            issued = tokens.create_token(
+                session,
+                business_unit=business_unit,
+                work_unit=work_unit,
+                description=description,
+                expires_at=_expiry(expires.date() if expires else None),
+            )
+        except tokens.TokenError as error:
+            raise click.UsageError(str(error)) from None
+        session.commit()
+    _show_issued(issued, as_json)
+
+
+@tokens_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def tokens_list(as_json: bool) -> None:
+    """List tokens with masked public keys; private keys are never shown."""
+    with _session() as session:
+        rows = tokens.list_tokens(session)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    columns = ("public_key", "unit_type", "unit", "state", "created", "expires", "last_used", "description")
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(str(row[column] or "-") for column in columns))
+
+
+@tokens_group.command("revoke")
+@click.argument("public_key")
+@with_appcontext
+def tokens_revoke(public_key: str) -> None:
+    """Revoke a token (full or masked public key); effective on the next request."""
+    with _session() as session:
+        try:
+            token = tokens.revoke_token(session, public_key)
+        except tokens.TokenError as error:
+            raise click.UsageError(str(error)) from None
+        session.commit()
+        click.echo(f"revoked {tokens.mask(token.public_key)}")
+
+
+@tokens_group.command("rotate")
+@click.argument("public_key")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def tokens_rotate(public_key: str, as_json: bool) -> None:
+    """Give a token a new private key, shown once; the old key stops working at once."""
+    with _session() as session:
+        try:
+            issued = tokens.rotate_token(session, public_key)
+        except tokens.TokenError as error:
+            raise click.UsageError(str(error)) from None
+        session.commit()
+    _show_issued(issued, as_json)
+
+
+@tokens_group.command("audit")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def tokens_audit(as_json: bool) -> None:
+    """Show who created, revoked or rotated which token, and when."""
+    with _session() as session:
+        events = tokens.audit_log(session)
+    if as_json:
+        click.echo(json.dumps(events))
+        return
+    for event in events:
+        click.echo(f"{event['at']}\t{event['actor']}\t{event['action']}\t{event['public_key']}\t{event['detail'] or ''}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on the app's CLI."""
+    for command in (db_group, import_command, demo_data_command, tokens_group):
+        app.cli.add_command(command)
+
+
+def _create_app() -> Flask:
+    from southrock_api import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False, add_default_commands=False)
+def main() -> None:
+    """Southrock LMS Enrolment API administration."""

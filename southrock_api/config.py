@@ -1,0 +1,32 @@
+"""Safe defaults; instance/config.py and SOUTHROCK_* environment variables override them."""
+
+from __future__ import annotations
+
+import os
+
+# spec §15: 60 requests a minute, per site.
+RATE_LIMIT = "60 per minute"
+# Failed authentications allowed per client address before 429 (not part of the site bucket).
+AUTH_FAILURE_LIMIT = "10 per minute"
+# None: a SQLite file in the instance folder (see defaults()).
+DATABASE_URL: str | None = None
+# None: a SQLite file beside the database, shared by every worker on the host.
+RATELIMIT_STORAGE_URI: str | None = None
+# Refuse plain-HTTP API requests (spec §8c). Enable behind a TLS-terminating proxy.
+REQUIRE_HTTPS = False
+# Addresses or networks (comma separated) whose X-Forwarded-* headers are believed.
+TRUSTED_PROXIES = ""
+# Seconds before a Redis limiter store is considered unreachable.
+RATELIMIT_STORAGE_TIMEOUT = 0.5
+# RTOPilot progress push (see README).
+RTOPILOT_URL = ""
+RTOPILOT_API_KEY = ""
+LOG_LEVEL = "INFO"
+
+
+def defaults(instance_path: str) -> dict[str, object]:
+    """Return the default configuration for an app whose instance folder is given."""
+    values = {name: value for name, value in globals().items() if name.isupper()}
+    values["DATABASE_URL"] = "sqlite:///" + os.path.join(instance_path, "southrock.sqlite")
+    values["RATELIMIT_STORAGE_URI"] = "sqlite:///" + os.path.join(instance_path, "ratelimit.sqlite")
+    return values

@@ -1,0 +1,32 @@
+"""Alembic environment: runs against the engine of the app being migrated."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from southrock_api import models  # noqa: F401  (registers the tables)
+from southrock_api.db import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+
+
+def run(connection) -> None:  # type: ignore[no-untyped-def]
+    """Run the migrations on one connection."""
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if connection is not None:
+    run(connection)
+else:
+    with create_engine(config.get_main_option("sqlalchemy.url")).connect() as conn:
+        run(conn)
+        conn.commit()

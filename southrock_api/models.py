@@ -1,0 +1,170 @@
+"""Business units, work units, courses, learners, enrolments and API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from southrock_api.db import Base
+
+COMPLETED = "COMPLETED"
+ENROLMENT_STATUSES = ("COMPLETED", "IN_PROGRESS", "ENROLLED", "WITHDRAWN")
+CODE_LENGTH = 64
+NAME_LENGTH = 255
+
+
+class BusinessUnit(Base):
+    """A node of the business-unit tree (ORGGRP_CODE)."""
+
+    __tablename__ = "business_units"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("business_units.id"), index=True)
+
+    parent: Mapped[Optional[BusinessUnit]] = relationship(remote_side=[id])
+
+
+class WorkUnit(Base):
+    """A node of the work-unit tree (ORG_CODE), owned by a business unit."""
+
+    __tablename__ = "work_units"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    business_unit_id: Mapped[int] = mapped_column(ForeignKey("business_units.id"), index=True)
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("work_units.id"), index=True)
+
+    business_unit: Mapped[BusinessUnit] = relationship()
+    parent: Mapped[Optional[WorkUnit]] = relationship(remote_side=[id])
+
+
+class Course(Base):
+    """A course (CRS_CODE)."""
+
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    description: Mapped[str] = mapped_column(String(NAME_LENGTH))
+
+
+class Learner(Base):
+    """A learner (LR_ID) belonging to one work unit."""
+
+    __tablename__ = "learners"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lr_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    first_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    surname: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    email: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    work_unit_id: Mapped[int] = mapped_column(ForeignKey("work_units.id"), index=True)
+
+    work_unit: Mapped[WorkUnit] = relationship()
+
+
+class Enrolment(Base):
+    """A learner's enrolment in a course (SCH_ID).
+
+    work_unit_id, crs_code and lr_id copy the learner's work unit and the two
+    codes so that the report's order (work unit, course, learner) is one index
+    range per work unit; the importer keeps them in step with their sources.
+    """
+
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('COMPLETED', 'IN_PROGRESS', 'ENROLLED', 'WITHDRAWN')", name="status"
+        ),
+        CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+        CheckConstraint("score_hundredths BETWEEN 0 AND 10000", name="score"),
+        CheckConstraint(
+            "status <> 'COMPLETED' OR (completed_on IS NOT NULL AND score_hundredths IS NOT NULL)",
+            name="completed_has_date_and_score",
+        ),
+        Index(
+            "ix_enrolments_report",
+            "work_unit_id",
+            "crs_code",
+            "lr_id",
+            "sch_id",
+            sqlite_where=text("status = 'COMPLETED'"),
+            postgresql_where=text("status = 'COMPLETED'"),
+        ),
+        Index(
+            "ix_enrolments_completed_on",
+            "work_unit_id",
+            "completed_on",
+            sqlite_where=text("status = 'COMPLETED'"),
+            postgresql_where=text("status = 'COMPLETED'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sch_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id"), index=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    completed_on: Mapped[Optional[dt.date]] = mapped_column(Date)
+    # Hundredths of a point: exact two-decimal scores on every database.
+    score_hundredths: Mapped[Optional[int]] = mapped_column(Integer)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    work_unit_id: Mapped[int] = mapped_column(ForeignKey("work_units.id"))
+    crs_code: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    lr_id: Mapped[str] = mapped_column(String(CODE_LENGTH))
+
+    learner: Mapped[Learner] = relationship()
+    course: Mapped[Course] = relationship()
+
+
+class ApiToken(Base):
+    """An API token: a public key and the hash of its private key, owned by one unit."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "(business_unit_id IS NULL) <> (work_unit_id IS NULL)", name="exactly_one_unit"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    private_key_hash: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    business_unit_id: Mapped[Optional[int]] = mapped_column(ForeignKey("business_units.id"))
+    work_unit_id: Mapped[Optional[int]] = mapped_column(ForeignKey("work_units.id"))
+    description: Mapped[Optional[str]] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+    business_unit: Mapped[Optional[BusinessUnit]] = relationship()
+    work_unit: Mapped[Optional[WorkUnit]] = relationship()
+
+
+class TokenAudit(Base):
+    """One token administration event (never the secret)."""
+
+    __tablename__ = "token_audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    action: Mapped[str] = mapped_column(String(32))
+    public_key: Mapped[str] = mapped_column(String(CODE_LENGTH), index=True)
+    detail: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class DataState(Base):
+    """A single row whose version changes with every import."""
+
+    __tablename__ = "data_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(32))

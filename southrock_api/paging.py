@@ -1,0 +1,132 @@
+"""Query-string decoding (spec §10), the Link header and X-Total-Count (spec §12)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes, urlencode
+
+from southrock_api.enrolments import SortKey
+from southrock_api.errors import BAD_PARAMETER, ApiError
+
+PAGING_PARAMETERS = ("start", "limit", "after")
+MAX_QUERY_PAIRS = 2000
+# spec §10: only characters UTF-8 encodes in three bytes or fewer.
+MAX_CODE_POINT = 0xFFFF
+
+
+def _bad(name: str, expected: str) -> ApiError:
+    return ApiError(BAD_PARAMETER, f"Invalid parameter found: {name}, expected {expected}")
+
+
+def _decode(raw: str, name: str) -> str:
+    try:
+        value = unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(name, "UTF-8 text") from None
+    for char in value:
+        if ord(char) > MAX_CODE_POINT:
+            raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            raise _bad(name, "printable characters")
+    return value
+
+
+def parse_query(query_string: bytes) -> list[tuple[str, str]]:
+    """Decode a raw query string strictly into (name, value) pairs, in order."""
+    try:
+        text = query_string.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("query string", "UTF-8 text") from None
+    pairs = []
+    for part in text.split("&"):
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition("=")
+        name = _decode(raw_name, "query string")
+        pairs.append((name, _decode(raw_value, name)))
+        if len(pairs) > MAX_QUERY_PAIRS:
+            raise _bad("query string", f"at most {MAX_QUERY_PAIRS} parameters")
+    return pairs
+
+
+def to_arguments(pairs: list[tuple[str, str]], repeatable: frozenset[str]) -> dict[str, object]:
+    """Group pairs for the schema: lists for repeatable names, single values otherwise."""
+    arguments: dict[str, object] = {}
+    for name, value in pairs:
+        if name in repeatable:
+            arguments.setdefault(name, [])
+            arguments[name].append(value)  # type: ignore[attr-defined]
+        elif name in arguments:
+            raise _bad(name, "a single value")
+        else:
+            arguments[name] = value
+    return arguments
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended, carried in the `next` link so the next page seeks to it."""
+
+    fingerprint: str
+    rnum: int
+    key: SortKey
+
+    def encode(self) -> str:
+        """Return the opaque text placed in the link."""
+        k = self.key
+        raw = json.dumps([self.fingerprint, self.rnum, k.org_code, k.crs_code, k.lr_id, k.sch_id])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor | None:
+        """Parse a cursor; anything malformed is ignored (the request falls back to `start`)."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            fingerprint, rnum, *key = json.loads(raw)
+            if not isinstance(fingerprint, str) or not isinstance(rnum, int) or len(key) != 4:
+                return None
+            if not all(isinstance(part, str) for part in key):
+                return None
+            return cls(fingerprint, rnum, SortKey(*key))
+        except (binascii.Error, ValueError, TypeError):
+            return None
+
+
+def fingerprint(*parts: object) -> str:
+    """A short digest of what a cursor is valid for: data version, scope and filters."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def link_header(
+    base_url: str,
+    pairs: list[tuple[str, str]],
+    start: int,
+    limit: int,
+    total: int,
+    next_cursor: str | None,
+) -> str:
+    """Build the spec's Link header: next (unless last page), last, first, prev (unless first)."""
+    kept = [(name, value) for name, value in pairs if name not in PAGING_PARAMETERS]
+
+    def url(page_start: int, page_limit: int, cursor: str | None = None) -> str:
+        query = [*kept, ("start", str(page_start)), ("limit", str(page_limit))]
+        if cursor:
+            query.append(("after", cursor))
+        return f"{base_url}?{urlencode(query)}"
+
+    # first and last are the canonical pages 1, 1+limit, ...: following next from first reaches last.
+    last = 1 + (max(total, 1) - 1) // limit * limit
+    links = []
+    if start + limit <= total:
+        links.append(f'<{url(start + limit, limit, next_cursor)}>; rel="next"')
+    links.append(f'<{url(last, limit)}>; rel="last"')
+    links.append(f'<{url(1, limit)}>; rel="first"')
+    if start > 1:
+        prev_start = max(1, start - limit)
+        # The previous page stops just before this one, even when start is off the grid.
+        links.append(f'<{url(prev_start, min(limit, start - prev_start))}>; rel="prev"')
+    return ", ".join(links)

@@ -1,0 +1,41 @@
+"""Believe X-Forwarded-* only from configured proxies (spec §8: URLs we generate say https)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Iterable
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+
+class TrustedProxyFix:
+    """Apply werkzeug's ProxyFix only to requests whose peer is a trusted proxy."""
+
+    def __init__(self, app: Callable[..., Any], trusted: str) -> None:
+        self.app = app
+        self.fixed = ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1)
+        self.networks = [
+            ipaddress.ip_network(entry.strip(), strict=False)
+            for entry in trusted.split(",")
+            if entry.strip()
+        ]
+
+    def _trusted(self, address: str | None) -> bool:
+        if not address or not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._trusted(environ.get("REMOTE_ADDR")):
+            return self.fixed(environ, start_response)
+        return self.app(environ, start_response)
+
+
+def init_app(app: Flask) -> None:
+    """Wrap the WSGI app so forwarded headers count only from TRUSTED_PROXIES."""
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, str(app.config["TRUSTED_PROXIES"]))  # type: ignore[method-assign]

@@ -1,0 +1,147 @@
+"""The per-site limiter (spec §15), its response headers and its storage."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import ApplicationLimit, Limiter
+from limits import RateLimitItem, parse
+
+from southrock_api import ratelimit_store  # noqa: F401  (registers the sqlite:// and postgresql:// stores)
+from southrock_api.errors import RATE_LIMITED, ApiError
+
+log = logging.getLogger(__name__)
+
+# spec §15: "The current Rate Limit is on a per-site basis": every token shares one bucket.
+SITE_KEY = "site"
+SITE_SCOPE = "site"
+KEY_PREFIX = "southrock"
+AUTH_FAILURE_SCOPE = "auth-failures"
+
+
+def _site_key() -> str:
+    return SITE_KEY
+
+
+def _not_api() -> bool:
+    # Only authenticated API requests spend the site's bucket; health and docs never do.
+    return request.blueprint != "api"
+
+
+def _storage_options(uri: str, timeout: float) -> dict[str, object]:
+    if uri.startswith(("redis", "rediss")):
+        # A hanging Redis must cost a bounded wait, after which the in-memory fallback serves.
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 30,
+        }
+    return {}
+
+
+def init_app(app: Flask) -> None:
+    """Attach a limiter whose one application-wide limit is the site's bucket."""
+    uri = app.config["RATELIMIT_STORAGE_URI"]
+    limiter = Limiter(
+        _site_key,
+        application_limits=[
+            ApplicationLimit(lambda: current_app.config["RATE_LIMIT"], scope=SITE_SCOPE)
+        ],
+        strategy="fixed-window",
+        storage_uri=uri,
+        storage_options=_storage_options(uri, float(app.config["RATELIMIT_STORAGE_TIMEOUT"])),
+        # If the store fails, count in process memory and keep serving; the limiter retries the
+        # store with exponential backoff and returns to it when it answers.
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+        headers_enabled=False,
+        key_prefix=KEY_PREFIX,
+    )
+    limiter.request_filter(_not_api)
+    limiter.init_app(app)
+    app.extensions["southrock_limiter"] = limiter
+    app.after_request(_add_headers)
+
+
+def get_limiter(app: Flask | None = None) -> Limiter:
+    """Return the app's limiter."""
+    return (app or current_app).extensions["southrock_limiter"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """The state of a rate-limit window as the headers report it."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+def site_window() -> Window | None:
+    """The site bucket after this request: from the check if one ran, else a read."""
+    limiter = get_limiter()
+    current = limiter.current_limit
+    try:
+        if current is not None:
+            return Window(current.limit.amount, current.remaining, current.reset_at)
+        item = parse(current_app.config["RATE_LIMIT"])
+        stats = limiter.limiter.get_window_stats(item, KEY_PREFIX, SITE_KEY, SITE_SCOPE)
+        return Window(item.amount, stats.remaining, stats.reset_time)
+    except Exception:  # noqa: BLE001  (a broken store must never break a response)
+        log.warning("rate-limit store unreachable while reading the window")
+        return None
+
+
+def _add_headers(response: Response) -> Response:
+    # spec §15: the headers are on every API response, errors and the 429 included.
+    if not request.path.startswith("/api"):
+        return response
+    window = site_window()
+    if window is None:
+        return response
+    reset = max(0, math.ceil(window.reset_at - time.time()))
+    response.headers["X-Rate-Limit-Limit"] = str(window.limit)
+    response.headers["X-Rate-Limit-Remaining"] = str(window.remaining)
+    response.headers["X-Rate-Limit-Reset"] = str(reset)
+    policy_seconds = int(parse(current_app.config["RATE_LIMIT"]).get_expiry())
+    response.headers["RateLimit-Policy"] = f'"site";q={window.limit};w={policy_seconds}'
+    response.headers["RateLimit"] = f'"site";r={window.remaining};t={reset}'
+    if response.status_code == RATE_LIMITED.status:
+        response.headers.setdefault("Retry-After", str(max(1, reset)))
+    return response
+
+
+def _auth_failure_item() -> RateLimitItem:
+    return parse(current_app.config["AUTH_FAILURE_LIMIT"])
+
+
+def check_auth_failures(client: str) -> None:
+    """Refuse a client that has failed authentication too often (E1030), before trying again."""
+    limiter = get_limiter()
+    item = _auth_failure_item()
+    try:
+        allowed = limiter.limiter.test(item, KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+        if allowed:
+            return
+        stats = limiter.limiter.get_window_stats(item, KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+    except Exception:  # noqa: BLE001
+        log.warning("rate-limit store unreachable while checking authentication failures")
+        return
+    retry = max(1, math.ceil(stats.reset_time - time.time()))
+    raise ApiError(
+        RATE_LIMITED,
+        "API call exceeded rate limit due to too many failed authentications",
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def record_auth_failure(client: str) -> None:
+    """Count one failed authentication against the client's address."""
+    try:
+        get_limiter().limiter.hit(_auth_failure_item(), KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+    except Exception:  # noqa: BLE001
+        log.warning("rate-limit store unreachable while recording an authentication failure")

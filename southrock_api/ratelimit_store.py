@@ -1,0 +1,107 @@
+"""A `limits` storage kept in a SQL database, so every worker and host shares one counter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from limits.storage import Storage
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, case, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from southrock_api.db import make_engine
+
+_metadata = MetaData()
+# Owned by the limiter, not the application schema: like Redis, it may live elsewhere.
+counters = Table(
+    "rate_limit_counters",
+    _metadata,
+    Column("key", String(255), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+
+class SQLStorage(Storage):
+    """Fixed-window counters in SQLite or PostgreSQL, updated with one atomic upsert."""
+
+    STORAGE_SCHEME = ["sqlite", "postgresql", "postgresql+psycopg"]
+
+    def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.engine = make_engine(uri)
+        self._insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
+        self._schema_ready = False
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            _metadata.create_all(self.engine, checkfirst=True)
+            self._schema_ready = True
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add amount to the key's window, starting a new window when the old one has ended."""
+        self._ensure_schema()
+        now = time.time()
+        insert = self._insert.values(key=key, count=amount, expires_at=now + expiry)
+        expired = counters.c.expires_at <= now
+        upsert = insert.on_conflict_do_update(
+            index_elements=[counters.c.key],
+            set_={
+                "count": case((expired, amount), else_=counters.c.count + amount),
+                "expires_at": case((expired, now + expiry), else_=counters.c.expires_at),
+            },
+        ).returning(counters.c.count)
+        with self.engine.begin() as connection:
+            count = int(connection.execute(upsert).scalar_one())
+            if count == amount:
+                # A new window: a cheap moment to forget windows that have ended.
+                connection.execute(delete(counters).where(counters.c.expires_at < now - 3600))
+        return count
+
+    def get(self, key: str) -> int:
+        """Return the count of the key's current window (0 if none)."""
+        self._ensure_schema()
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                select(counters.c.count).where(
+                    counters.c.key == key, counters.c.expires_at > time.time()
+                )
+            ).scalar()
+        return int(count or 0)
+
+    def get_expiry(self, key: str) -> float:
+        """Return when the key's window ends (now, if there is none)."""
+        self._ensure_schema()
+        with self.engine.connect() as connection:
+            expires_at = connection.execute(
+                select(counters.c.expires_at).where(counters.c.key == key)
+            ).scalar()
+        now = time.time()
+        return float(expires_at) if expires_at and expires_at > now else now
+
+    def check(self) -> bool:
+        """Whether the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def reset(self) -> int | None:
+        """Clear every counter."""
+        self._ensure_schema()
+        with self.engine.begin() as connection:
+            return connection.execute(delete(counters)).rowcount
+
+    def clear(self, key: str) -> None:
+        """Clear one counter."""
+        self._ensure_schema()
+        with self.engine.begin() as connection:
+            connection.execute(delete(counters).where(counters.c.key == key))
+

@@ -1,0 +1,29 @@
+"""Schema migrations with Alembic, driven from the app's engine."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import command
+from alembic.config import Config
+from flask import Flask
+
+from southrock_api.db import get_database
+
+SCRIPT_LOCATION = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def alembic_config(app: Flask) -> Config:
+    """Return an Alembic config pointed at this package's migrations and the app's database."""
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    cfg.set_main_option("sqlalchemy.url", app.config["DATABASE_URL"].replace("%", "%%"))
+    return cfg
+
+
+def upgrade(app: Flask, revision: str = "head") -> None:
+    """Bring the app's database schema up to the given revision."""
+    cfg = alembic_config(app)
+    with get_database(app).engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)

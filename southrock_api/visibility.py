@@ -1,0 +1,121 @@
+"""The work units a token may see (spec §7, §17.1.1): a walk down both hierarchies."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from southrock_api.models import BusinessUnit, WorkUnit
+
+
+@dataclass(frozen=True)
+class WorkUnitInfo:
+    """The fields of a work unit the report needs."""
+
+    id: int
+    code: str
+    name: str
+
+
+class Hierarchy:
+    """Both unit trees, loaded once per data version."""
+
+    def __init__(
+        self,
+        work_units: dict[int, WorkUnitInfo],
+        work_unit_children: dict[int, list[int]],
+        business_unit_children: dict[int, list[int]],
+        work_units_of_business_unit: dict[int, list[int]],
+    ) -> None:
+        self.work_units = work_units
+        self._work_unit_children = work_unit_children
+        self._business_unit_children = business_unit_children
+        self._work_units_of_business_unit = work_units_of_business_unit
+        self._visible: dict[tuple[str, int], list[WorkUnitInfo]] = {}
+        self._by_code = {info.code: info for info in work_units.values()}
+
+    @classmethod
+    def load(cls, session: Session) -> Hierarchy:
+        """Read both trees from the database."""
+        work_units: dict[int, WorkUnitInfo] = {}
+        work_unit_children: dict[int, list[int]] = defaultdict(list)
+        of_business_unit: dict[int, list[int]] = defaultdict(list)
+        rows = session.execute(
+            select(WorkUnit.id, WorkUnit.code, WorkUnit.name, WorkUnit.business_unit_id, WorkUnit.parent_id)
+        )
+        for wu_id, code, name, bu_id, parent_id in rows:
+            work_units[wu_id] = WorkUnitInfo(wu_id, code, name)
+            of_business_unit[bu_id].append(wu_id)
+            if parent_id is not None:
+                work_unit_children[parent_id].append(wu_id)
+        business_unit_children: dict[int, list[int]] = defaultdict(list)
+        for bu_id, parent_id in session.execute(select(BusinessUnit.id, BusinessUnit.parent_id)):
+            if parent_id is not None:
+                business_unit_children[parent_id].append(bu_id)
+        return cls(work_units, work_unit_children, business_unit_children, of_business_unit)
+
+    def visible_work_units(self, unit_type: str, unit_id: int) -> list[WorkUnitInfo]:
+        """Work units visible to a token of this unit, ordered by code (the report's order)."""
+        key = (unit_type, unit_id)
+        cached = self._visible.get(key)
+        if cached is None:
+            if unit_type == "business_unit":
+                roots = [
+                    wu
+                    for bu in _descendants(unit_id, self._business_unit_children)
+                    for wu in self._work_units_of_business_unit.get(bu, ())
+                ]
+            else:
+                roots = [unit_id]
+            ids: set[int] = set()
+            for root in roots:
+                ids.update(_descendants(root, self._work_unit_children))
+            cached = sorted((self.work_units[i] for i in ids), key=lambda info: info.code)
+            self._visible[key] = cached
+        return cached
+
+    def by_code(self, code: str) -> WorkUnitInfo | None:
+        """Return the work unit with this code, if any."""
+        return self._by_code.get(code)
+
+
+def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:
+    """Return root and every node below it (iterative: trees may be deep)."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in seen:  # a cycle can never make the walk loop forever
+                seen.add(child)
+                stack.append(child)
+    return list(seen)
+
+
+_lock = threading.Lock()
+_cache: dict[str, Hierarchy] = {}
+
+
+def hierarchy(session: Session, data_version: str) -> Hierarchy:
+    """Return the hierarchy for this data version, loading it once per process."""
+    with _lock:
+        cached = _cache.get(data_version)
+    if cached is None:
+        cached = Hierarchy.load(session)
+        with _lock:
+            _cache.clear()  # only the newest version is ever asked for again
+            _cache[data_version] = cached
+    return cached
+
+
+def filter_by_orgcodes(
+    visible: list[WorkUnitInfo], orgcodes: list[str] | None
+) -> list[WorkUnitInfo]:
+    """Keep the visible units named in ORGCODES; codes not visible are ignored (spec §17.1.2)."""
+    if not orgcodes:
+        return visible
+    wanted = set(orgcodes)
+    return [info for info in visible if info.code in wanted]

@@ -1,0 +1,60 @@
+"""Which database the suite runs on, and fresh databases for tests that need their own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import redis
+
+POSTGRES_ADMIN_URL = os.environ.get("SOUTHROCK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SOUTHROCK_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# Set in CI: a missing PostgreSQL or Redis is a failure, not a skip.
+REQUIRE_SERVICES = os.environ.get("SOUTHROCK_TEST_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+def selected_backend() -> str:
+    """The database this run targets: sqlite (default) or postgresql."""
+    return os.environ.get("SOUTHROCK_TEST_DATABASE", "sqlite")
+
+
+def postgres_available() -> bool:
+    """Whether the PostgreSQL server answers."""
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def redis_available() -> bool:
+    """Whether the Redis server answers."""
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _sqlalchemy_url(libpq_url: str) -> str:
+    return libpq_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """Yield the SQLAlchemy URL of a new, empty database, dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'southrock-{uuid.uuid4().hex[:8]}.sqlite'}"
+        return
+    name = f"southrock_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield _sqlalchemy_url(f"{base}/{name}")
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
