@@ -16,6 +16,8 @@ RATELIMIT_STORAGE_URI: str | None = None
 REQUIRE_HTTPS = False
 # Addresses or networks (comma separated) whose X-Forwarded-* headers are believed.
 TRUSTED_PROXIES = ""
+# Names this site's counters in a shared store: sites sharing one Redis need distinct prefixes.
+RATELIMIT_KEY_PREFIX = "southrock"
 # Seconds before a Redis limiter store is considered unreachable.
 RATELIMIT_STORAGE_TIMEOUT = 0.5
 # RTOPilot progress push (see README).

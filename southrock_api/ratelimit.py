@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 # spec §15: "The current Rate Limit is on a per-site basis": every token shares one bucket.
 SITE_KEY = "site"
 SITE_SCOPE = "site"
-KEY_PREFIX = "southrock"
 AUTH_FAILURE_SCOPE = "auth-failures"
 
 
@@ -59,7 +58,7 @@ def init_app(app: Flask) -> None:
         in_memory_fallback_enabled=True,
         swallow_errors=True,
         headers_enabled=False,
-        key_prefix=KEY_PREFIX,
+        key_prefix=str(app.config["RATELIMIT_KEY_PREFIX"]),
     )
     limiter.request_filter(_not_api)
     limiter.init_app(app)
@@ -89,7 +88,7 @@ def site_window() -> Window | None:
         if current is not None:
             return Window(current.limit.amount, current.remaining, current.reset_at)
         item = parse(current_app.config["RATE_LIMIT"])
-        stats = limiter.limiter.get_window_stats(item, KEY_PREFIX, SITE_KEY, SITE_SCOPE)
+        stats = limiter.limiter.get_window_stats(item, _prefix(), SITE_KEY, SITE_SCOPE)
         return Window(item.amount, stats.remaining, stats.reset_time)
     except Exception:  # noqa: BLE001  (a broken store must never break a response)
         log.warning("rate-limit store unreachable while reading the window")
@@ -115,6 +114,10 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
+def _prefix() -> str:
+    return str(current_app.config["RATELIMIT_KEY_PREFIX"])
+
+
 def _auth_failure_item() -> RateLimitItem:
     return parse(current_app.config["AUTH_FAILURE_LIMIT"])
 
@@ -124,10 +127,10 @@ def check_auth_failures(client: str) -> None:
     limiter = get_limiter()
     item = _auth_failure_item()
     try:
-        allowed = limiter.limiter.test(item, KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+        allowed = limiter.limiter.test(item, _prefix(), client, AUTH_FAILURE_SCOPE)
         if allowed:
             return
-        stats = limiter.limiter.get_window_stats(item, KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+        stats = limiter.limiter.get_window_stats(item, _prefix(), client, AUTH_FAILURE_SCOPE)
     except Exception:  # noqa: BLE001
         log.warning("rate-limit store unreachable while checking authentication failures")
         return
@@ -142,6 +145,6 @@ def check_auth_failures(client: str) -> None:
 def record_auth_failure(client: str) -> None:
     """Count one failed authentication against the client's address."""
     try:
-        get_limiter().limiter.hit(_auth_failure_item(), KEY_PREFIX, client, AUTH_FAILURE_SCOPE)
+        get_limiter().limiter.hit(_auth_failure_item(), _prefix(), client, AUTH_FAILURE_SCOPE)
     except Exception:  # noqa: BLE001
         log.warning("rate-limit store unreachable while recording an authentication failure")
