@@ -76,6 +76,45 @@ def demo_data_command(enrolment_count: int, seed: int, output: Path | None) -> N
     click.echo(report.summary())
 
 
+DEMO_TOKEN_DESCRIPTION = "demo token (make serve)"
+
+
+@click.command("demo-setup")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--enrolments", "enrolment_count", default=5000, show_default=True, type=click.IntRange(min=1))
+@with_appcontext
+def demo_setup_command(host: str, port: int, enrolment_count: int) -> None:
+    """Load demo data into an empty database and print a working curl line for a demo token."""
+    from sqlalchemy import func, select
+
+    from southrock_api.demo import write_demo_csvs
+    from southrock_api.importer import import_directory
+    from southrock_api.models import ApiToken, BusinessUnit
+
+    with _session() as session:
+        if not session.scalar(select(func.count()).select_from(BusinessUnit)):
+            with tempfile.TemporaryDirectory() as tmp:
+                write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=1)
+                click.echo(import_directory(session, Path(tmp), progress=False).summary())
+        existing = session.scalar(
+            select(ApiToken.public_key).where(
+                ApiToken.description == DEMO_TOKEN_DESCRIPTION, ApiToken.revoked_at.is_(None)
+            )
+        )
+        if existing:
+            # Only a hash of the old private key exists, so show a fresh one.
+            issued = tokens.rotate_token(session, existing)
+        else:
+            root = session.scalar(
+                select(BusinessUnit.code).where(BusinessUnit.parent_id.is_(None)).order_by(BusinessUnit.code)
+            )
+            issued = tokens.create_token(session, business_unit=root, description=DEMO_TOKEN_DESCRIPTION)
+        session.commit()
+    click.echo(f"\nDemo token for business unit {issued.unit_code} (public key {issued.public_key}). Try:\n")
+    click.echo(f"  curl -u '{issued.public_key}:{issued.private_key}' 'http://{host}:{port}/api/v1/enrolments?limit=2'\n")
+
+
 @click.group("tokens")
 def tokens_group() -> None:
     """Create, list, revoke and rotate API tokens (spec §7)."""
@@ -204,7 +243,7 @@ def tokens_audit(as_json: bool) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI."""
-    for command in (db_group, import_command, demo_data_command, tokens_group):
+    for command in (db_group, import_command, demo_data_command, demo_setup_command, tokens_group):
         app.cli.add_command(command)
 
 

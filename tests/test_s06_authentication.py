@@ -1,0 +1,120 @@
+"""spec §6: HTTP Basic with public:private; every failure is E1010 (or E1020 for another scheme)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from southrock_api.models import ApiToken
+from southrock_api.tokens import hash_private_key, revoke_token
+from tests import factories
+
+
+@pytest.fixture()
+def issued(session: Session):  # type: ignore[no-untyped-def]
+    bu = factories.business_unit(session, code="EDU", name="Education")
+    token = factories.token(session, bu)
+    session.commit()
+    return token
+
+
+def basic(raw: str) -> str:
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+def test_basic_public_private_authenticates(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    # What `curl -u public:private` and a browser send.
+    response = client.get("/api/v1", headers={"Authorization": basic(f"{issued.public_key}:{issued.private_key}")})
+    assert response.status_code == 200
+    assert issued.authorization == basic(f"{issued.public_key}:{issued.private_key}")
+
+
+def test_scheme_name_is_case_insensitive(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    value = issued.authorization.replace("Basic", "basic")
+    assert client.get("/api/v1", headers={"Authorization": value}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Basic",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no-colon-here").decode(),
+        "Basic " + base64.b64encode(b":only-private").decode(),
+        "Basic " + base64.b64encode(b"only-public:").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
+        "Basic " + base64.b64encode(b"srpk_unknown:srsk_whatever").decode(),
+        "Basic " + base64.b64encode(("x" * 5000 + ":y").encode()).decode(),
+    ],
+)
+def test_bad_credentials_are_e1010_with_a_browser_challenge(client: FlaskClient, issued, header: str | None) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": header} if header is not None else {}
+    response = client.get("/api/v1/enrolments", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "E1010"
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+def test_wrong_private_key_for_a_real_public_key_is_e1010(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/api/v1", headers={"Authorization": basic(f"{issued.public_key}:srsk_wrong")})
+    assert response.status_code == 401
+    assert response.get_json() == {"error": {"message": "Authentication failed", "code": "E1010"}}
+
+
+def test_unknown_public_key_gets_the_same_answer_as_a_wrong_private_key(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    wrong_private = client.get("/api/v1", headers={"Authorization": basic(f"{issued.public_key}:srsk_wrong")})
+    unknown_public = client.get("/api/v1", headers={"Authorization": basic("srpk_nobody:srsk_wrong")})
+    assert wrong_private.get_json() == unknown_public.get_json()
+    assert wrong_private.status_code == unknown_public.status_code
+
+
+@pytest.mark.parametrize("scheme", ["Bearer abc", "Token abc", "Digest username=x"])
+def test_another_scheme_is_a_bad_token_type_e1020(client: FlaskClient, issued, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/api/v1", headers={"Authorization": scheme})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "E1020"
+
+
+def test_a_revoked_token_fails_on_the_next_request(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 200
+    revoke_token(session, issued.public_key)
+    session.commit()
+    response = client.get("/api/v1", headers={"Authorization": issued.authorization})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "E1010"
+
+
+def test_an_expired_token_is_e1010(client: FlaskClient, session: Session) -> None:
+    bu = factories.business_unit(session)
+    yesterday = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    expired = factories.token(session, bu, expires_at=yesterday)
+    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    valid = factories.token(session, bu, expires_at=tomorrow)
+    session.commit()
+    response = client.get("/api/v1", headers={"Authorization": expired.authorization})
+    assert response.status_code == 401 and "expired" in response.get_json()["error"]["message"]
+    assert client.get("/api/v1", headers={"Authorization": valid.authorization}).status_code == 200
+
+
+def test_only_a_hash_of_the_private_key_is_stored(session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
+    assert row is not None
+    assert row.private_key_hash == hash_private_key(issued.private_key)
+    assert issued.private_key not in row.private_key_hash
+    values = [str(getattr(row, column.key)) for column in ApiToken.__table__.columns]
+    assert not any(issued.private_key in value for value in values)
+
+
+def test_last_used_is_recorded_after_a_successful_request(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/api/v1", headers={"Authorization": issued.authorization})
+    response.close()  # the write happens once the response is sent, off the request's path
+    session.expire_all()
+    row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
+    assert row is not None and row.last_used_at is not None

@@ -1,0 +1,134 @@
+"""spec §7: Training Coordinators and Managers create, list, revoke and rotate tokens (CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy.orm import Session
+
+from tests import factories
+
+
+@pytest.fixture()
+def units(session: Session) -> None:
+    bu = factories.business_unit(session, code="EDU", name="Education")
+    factories.work_unit(session, bu, code="UNIV-STUD", name="University - Students")
+    session.commit()
+
+
+def create(runner: FlaskCliRunner, *args: str) -> dict[str, str]:
+    result = runner.invoke(args=["tokens", "create", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("option", "code", "expected"),
+    [
+        ("--business-unit", "EDU", {"ORGGRP_CODE": "EDU", "ORGGRP_NAME": "Education"}),
+        ("--work-unit", "UNIV-STUD", {"ORG_CODE": "UNIV-STUD", "ORG_NAME": "University - Students"}),
+    ],
+)
+def test_create_prints_one_json_object_whose_header_works(
+    runner: FlaskCliRunner, client: FlaskClient, units: None, option: str, code: str, expected: dict[str, str]
+) -> None:
+    issued = create(runner, option, code, "--description", "payroll sync")
+    assert {"public_key", "private_key", "authorization"} <= set(issued)
+    assert ":" not in issued["public_key"] and ":" not in issued["private_key"]
+    assert issued["private_key"].startswith("srsk_") and len(issued["private_key"]) >= 40
+    response = client.get("/api/v1", headers={"Authorization": issued["authorization"]})
+    assert response.get_json() == expected
+
+
+def test_create_without_json_shows_keys_and_header_once(runner: FlaskCliRunner, units: None) -> None:
+    result = runner.invoke(args=["tokens", "create", "--business-unit", "EDU"])
+    assert result.exit_code == 0
+    assert "Private key:" in result.stdout and "Authorization: Basic " in result.stdout
+    assert "never be shown again" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--business-unit", "EDU", "--work-unit", "UNIV-STUD"],
+        ["--business-unit", "NOPE"],
+        ["--work-unit", "NOPE"],
+    ],
+)
+def test_create_needs_exactly_one_existing_unit(runner: FlaskCliRunner, units: None, args: list[str]) -> None:
+    result = runner.invoke(args=["tokens", "create", *args])
+    assert result.exit_code == 2
+    assert "Error" in result.output
+
+
+def test_keys_are_unique_and_random(runner: FlaskCliRunner, units: None) -> None:
+    keys = [create(runner, "--business-unit", "EDU") for _ in range(5)]
+    assert len({k["public_key"] for k in keys}) == 5
+    assert len({k["private_key"] for k in keys}) == 5
+
+
+def test_list_never_shows_a_private_key_and_masks_public_keys(runner: FlaskCliRunner, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU", "--description", "nightly")
+    for args in (["tokens", "list"], ["tokens", "list", "--json"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0
+        assert issued["private_key"] not in result.output
+        assert issued["public_key"] not in result.output
+    rows = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)
+    assert rows[0]["public_key"] == f"srpk_{issued['public_key'][5:9]}…{issued['public_key'][-4:]}"
+    assert rows[0]["unit"] == "EDU" and rows[0]["description"] == "nightly" and rows[0]["state"] == "active"
+
+
+def test_revoke_takes_effect_on_the_next_request(runner: FlaskCliRunner, client: FlaskClient, units: None) -> None:
+    issued = create(runner, "--work-unit", "UNIV-STUD")
+    headers = {"Authorization": issued["authorization"]}
+    assert client.get("/api/v1", headers=headers).status_code == 200
+    result = runner.invoke(args=["tokens", "revoke", issued["public_key"]])
+    assert result.exit_code == 0
+    assert client.get("/api/v1", headers=headers).status_code == 401
+    rows = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)
+    assert rows[0]["state"] == "revoked"
+
+
+def test_revoke_accepts_the_masked_key_from_the_list(runner: FlaskCliRunner, client: FlaskClient, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU")
+    masked = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)[0]["public_key"]
+    assert runner.invoke(args=["tokens", "revoke", masked]).exit_code == 0
+    assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 401
+
+
+def test_revoke_of_an_unknown_key_fails_clearly(runner: FlaskCliRunner, units: None) -> None:
+    result = runner.invoke(args=["tokens", "revoke", "srpk_nobody"])
+    assert result.exit_code == 2 and "no token" in result.output
+
+
+def test_rotate_issues_a_new_private_key_and_the_old_one_stops(runner: FlaskCliRunner, client: FlaskClient, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU")
+    result = runner.invoke(args=["tokens", "rotate", issued["public_key"], "--json"])
+    assert result.exit_code == 0
+    rotated = json.loads(result.stdout)
+    assert rotated["public_key"] == issued["public_key"]
+    assert rotated["private_key"] != issued["private_key"]
+    assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 401
+    assert client.get("/api/v1", headers={"Authorization": rotated["authorization"]}).status_code == 200
+
+
+def test_expiry_is_the_last_day_a_token_works(runner: FlaskCliRunner, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU", "--expires", "2027-06-30")
+    assert issued["expires"] == "2027-07-01T00:00:00+00:00"
+    rows = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)
+    assert rows[0]["expires"] == "2027-07-01T00:00:00+00:00"
+
+
+def test_audit_records_who_did_what_without_secrets(runner: FlaskCliRunner, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU")
+    runner.invoke(args=["tokens", "rotate", issued["public_key"]])
+    runner.invoke(args=["tokens", "revoke", issued["public_key"]])
+    result = runner.invoke(args=["tokens", "audit", "--json"])
+    events = json.loads(result.stdout)
+    assert [event["action"] for event in events] == ["create", "rotate", "revoke"]
+    assert all(event["actor"] for event in events)
+    assert issued["private_key"] not in result.output

@@ -1,0 +1,79 @@
+"""spec §8: /api/{version} namespace, v1 only, and HTTPS behind a TLS-terminating proxy."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from southrock_api.db import get_database
+from tests import factories
+
+
+@pytest.fixture()
+def authorization(session: Session) -> str:
+    bu = factories.business_unit(session, code="EDU")
+    unit = factories.work_unit(session, bu)
+    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
+    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
+    issued = factories.token(session, bu)
+    session.commit()
+    return issued.authorization
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/", "/api/v2", "/api/v2/enrolments", "/api/v0/enrolments", "/api/V1/enrolments", "/api/latest"])
+def test_unknown_versions_are_e2010(client: FlaskClient, authorization: str, path: str) -> None:
+    response = client.get(path, headers={"Authorization": authorization})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "E2010"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users", "/api/v1/enrolments/1", "/api/v1/enrolments/", "/api/v1//enrolments", "/anything"])
+def test_unknown_endpoints_under_v1_are_e2020(client: FlaskClient, authorization: str, path: str) -> None:
+    response = client.get(path, headers={"Authorization": authorization})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "E2020"
+
+
+def test_version_root_answers_with_and_without_trailing_slash(client: FlaskClient, authorization: str) -> None:
+    assert client.get("/api/v1", headers={"Authorization": authorization}).status_code == 200
+    assert client.get("/api/v1/", headers={"Authorization": authorization}).status_code == 200
+
+
+def _app_with(app: Flask, **config: object) -> Flask:
+    """A second app with extra config, sharing the test's transaction."""
+    from southrock_api import create_app
+
+    other = create_app({**app.config, **config})
+    get_database(other).engine.dispose()
+    get_database(other).session_factory = get_database(app).session_factory
+    return other
+
+
+def test_links_say_https_behind_a_trusted_proxy(app: Flask, authorization: str) -> None:
+    client = _app_with(app, TRUSTED_PROXIES="127.0.0.1").test_client()
+    response = client.get(
+        "/api/v1/enrolments?limit=1",
+        headers={"Authorization": authorization, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "acme.southrock.com"},
+    )
+    assert response.status_code == 200
+    assert response.headers["Link"].startswith("<https://acme.southrock.com/api/v1/enrolments?start=2&limit=1")
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored(client: FlaskClient, authorization: str) -> None:
+    response = client.get(
+        "/api/v1/enrolments?limit=1",
+        headers={"Authorization": authorization, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"},
+    )
+    assert response.headers["Link"].startswith("<http://localhost/api/v1/enrolments?")
+
+
+def test_require_https_refuses_plain_http_with_a_json_error(app: Flask, authorization: str) -> None:
+    client = _app_with(app, REQUIRE_HTTPS=True, TRUSTED_PROXIES="127.0.0.1").test_client()
+    plain = client.get("/api/v1", headers={"Authorization": authorization})
+    assert plain.status_code == 404
+    assert plain.get_json()["error"] == {"message": "Endpoint not supported: use https://", "code": "E2020"}
+    secure = client.get("/api/v1", headers={"Authorization": authorization, "X-Forwarded-Proto": "https"})
+    assert secure.status_code == 200
+    assert client.get("/healthz").status_code == 200
