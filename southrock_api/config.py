@@ -23,6 +23,13 @@ RATELIMIT_STORAGE_TIMEOUT = 0.5
 # RTOPilot progress push (see README).
 RTOPILOT_URL = ""
 RTOPILOT_API_KEY = ""
+# Seconds to wait for RTOPilot's answer to one push.
+RTOPILOT_TIMEOUT = 10.0
+# Attempts per enrolment on a 500 or a connection failure before it is left pending for the next run.
+RTOPILOT_MAX_ATTEMPTS = 5
+# Exponential backoff between those attempts: full jitter up to base * 2^n, capped.
+RTOPILOT_BACKOFF_SECONDS = 0.5
+RTOPILOT_MAX_BACKOFF_SECONDS = 30.0
 LOG_LEVEL = "INFO"
 
 

@@ -168,3 +168,19 @@ class DataState(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[str] = mapped_column(String(32))
+
+
+class RtopilotPush(Base):
+    """What was last pushed to RTOPilot for one enrolment, so each sync sends only increases."""
+
+    __tablename__ = "rtopilot_pushes"
+    __table_args__ = (CheckConstraint("pushed_progress BETWEEN 0 AND 100", name="pushed_progress"),)
+
+    enrolment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="CASCADE"), primary_key=True
+    )
+    # None until a push for this enrolment has succeeded.
+    pushed_progress: Mapped[Optional[int]] = mapped_column(Integer)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    pushed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
