@@ -86,12 +86,13 @@ def site_window() -> Window | None:
     current = limiter.current_limit
     try:
         if current is not None:
-            return Window(current.limit.amount, current.remaining, current.reset_at)
+            stats = current.window
+            return Window(current.limit.amount, stats.remaining, stats.reset_time)
         item = parse(current_app.config["RATE_LIMIT"])
         stats = limiter.limiter.get_window_stats(item, _prefix(), SITE_KEY, SITE_SCOPE)
         return Window(item.amount, stats.remaining, stats.reset_time)
     except Exception:  # noqa: BLE001  (a broken store must never break a response)
-        log.warning("rate-limit store unreachable while reading the window")
+        _store_failed(limiter, "reading the window")
         return None
 
 
@@ -114,6 +115,15 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
+def _store_failed(limiter: Limiter, action: str) -> None:
+    """Log a store failure and count in process memory until flask-limiter sees the store again."""
+    log.warning("rate-limit store unreachable while %s: counting in process memory", action)
+    # flask-limiter switches to its in-memory fallback only when its own check fails; switching
+    # here too means requests it never checks (failed authentications) stop waiting on a dead
+    # store. Its recovery probe (exponential backoff, at most ~32 s) switches back.
+    limiter._storage_dead = True
+
+
 def _prefix() -> str:
     return str(current_app.config["RATELIMIT_KEY_PREFIX"])
 
@@ -132,7 +142,7 @@ def check_auth_failures(client: str) -> None:
             return
         stats = limiter.limiter.get_window_stats(item, _prefix(), client, AUTH_FAILURE_SCOPE)
     except Exception:  # noqa: BLE001
-        log.warning("rate-limit store unreachable while checking authentication failures")
+        _store_failed(limiter, "checking authentication failures")
         return
     retry = max(1, math.ceil(stats.reset_time - time.time()))
     raise ApiError(
@@ -144,7 +154,8 @@ def check_auth_failures(client: str) -> None:
 
 def record_auth_failure(client: str) -> None:
     """Count one failed authentication against the client's address."""
+    limiter = get_limiter()
     try:
-        get_limiter().limiter.hit(_auth_failure_item(), _prefix(), client, AUTH_FAILURE_SCOPE)
+        limiter.limiter.hit(_auth_failure_item(), _prefix(), client, AUTH_FAILURE_SCOPE)
     except Exception:  # noqa: BLE001
-        log.warning("rate-limit store unreachable while recording an authentication failure")
+        _store_failed(limiter, "recording an authentication failure")

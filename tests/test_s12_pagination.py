@@ -1,0 +1,160 @@
+"""spec §12: start/limit paging, the Link header and X-Total-Count."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
+
+from southrock_api.db import get_database
+from southrock_api.models import WorkUnit
+from tests import factories, hierarchies
+
+LINK = re.compile(r'<([^>]+)>; rel="(\w+)"')
+
+
+def links(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {rel: url for url, rel in LINK.findall(response.headers.get("Link", ""))}
+
+
+def query_of(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query)
+
+
+def path_and_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+@pytest.fixture()
+def issued(session: Session):  # type: ignore[no-untyped-def]
+    bu = factories.business_unit(session)
+    unit = factories.work_unit(session, bu, code="WU")
+    other = factories.work_unit(session, bu, code="WV")
+    course = factories.course(session)
+    for _ in range(7):
+        factories.enrolment(session, factories.learner(session, unit), course)
+    for _ in range(3):
+        factories.enrolment(session, factories.learner(session, other), course)
+    token = factories.token(session, bu)
+    session.commit()
+    return token
+
+
+def get(client: FlaskClient, issued, query: str):  # type: ignore[no-untyped-def]
+    return client.get(f"/api/v1/enrolments?{query}", headers={"Authorization": issued.authorization})
+
+
+def test_link_header_has_the_spec_format_and_absolute_urls(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, "start=4&limit=3")
+    header = response.headers["Link"]
+    assert [rel for _, rel in LINK.findall(header)] == ["next", "last", "first", "prev"]
+    rels = links(response)
+    assert all(url.startswith("http://localhost/api/v1/enrolments?") for url in rels.values())
+    assert dict(query_of(rels["next"]))["start"] == "7"
+    assert dict(query_of(rels["last"])) == {"start": "10", "limit": "3"}
+    assert dict(query_of(rels["first"])) == {"start": "1", "limit": "3"}
+    assert dict(query_of(rels["prev"])) == {"start": "1", "limit": "3"}
+    assert response.headers["X-Total-Count"] == "10"
+
+
+def test_first_page_has_no_prev_and_last_page_has_no_next(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    first = links(get(client, issued, "limit=4"))
+    assert "prev" not in first and "next" in first
+    last = links(get(client, issued, "start=9&limit=4"))
+    assert "next" not in last and "prev" in last
+    exact = links(get(client, issued, "start=6&limit=5"))
+    assert "next" not in exact
+
+
+def test_prev_from_an_offgrid_start_stops_before_this_page(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    prev = dict(query_of(links(get(client, issued, "start=3&limit=5"))["prev"]))
+    assert prev == {"start": "1", "limit": "2"}
+
+
+def test_links_keep_every_other_parameter_including_repeated_orgcodes(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, "ORGCODES=WU&ORGCODES=WV&SDATE=2017-01-01&extra=x%20y&limit=2")
+    for url in links(response).values():
+        pairs = query_of(url)
+        assert [v for k, v in pairs if k == "ORGCODES"] == ["WU", "WV"]
+        assert ("SDATE", "2017-01-01") in pairs and ("extra", "x y") in pairs
+
+
+def test_a_start_past_the_end_is_an_empty_page(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, "start=11")
+    assert response.status_code == 200
+    assert response.get_json() == []
+    assert response.headers["X-Total-Count"] == "10"
+    assert "next" not in links(response)
+
+
+def test_an_empty_result_still_has_first_and_last(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, "ORGCODES=NONE")
+    assert response.headers["X-Total-Count"] == "0"
+    assert set(links(response)) == {"first", "last"}
+
+
+def test_a_stale_cursor_is_ignored_after_the_data_changes(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    first = get(client, issued, "limit=4")
+    next_url = path_and_query(links(first)["next"])
+    # An import between two pages sorts a new row first, so the cursor no longer describes row 4.
+    unit = session.scalar(select(WorkUnit).where(WorkUnit.code == "WU"))
+    assert unit is not None
+    factories.enrolment(session, factories.learner(session, unit, lr_id="aaa"), factories.course(session, code="AAA"))
+    session.commit()
+    followed = client.get(next_url, headers={"Authorization": issued.authorization})
+    direct = get(client, issued, "start=5&limit=4")
+    assert followed.get_json() == direct.get_json()
+    assert followed.headers["X-Total-Count"] == "11"
+
+
+def walk(client: FlaskClient, authorization: str, query: str) -> tuple[list[dict[str, str]], int]:
+    """Follow next links from the first page; return every row and the page count."""
+    rows: list[dict[str, str]] = []
+    url: str | None = f"/api/v1/enrolments?{query}"
+    pages = 0
+    while url:
+        response = client.get(url, headers={"Authorization": authorization})
+        assert response.status_code == 200
+        rows.extend(response.get_json())
+        pages += 1
+        nxt = links(response).get("next")
+        url = path_and_query(nxt) if nxt else None
+    return rows, pages
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(plan=hierarchies.plans(), limit=st.integers(1, 7), data=st.data())
+def test_following_next_yields_every_visible_row_once_in_order(
+    app: Flask, connection: Connection, plan: hierarchies.Plan, limit: int, data: st.DataObject
+) -> None:
+    app.config["RATE_LIMIT"] = "1000000 per minute"  # this test is about rows, not the bucket
+    savepoint = connection.begin_nested()
+    try:
+        with get_database(app).session_factory() as session:
+            built = hierarchies.build(session, plan, uuid.uuid4().hex[:4])
+        client = app.test_client()
+        orgcodes = data.draw(st.lists(st.sampled_from(sorted(built.all_org_codes)), max_size=3))
+        query = "".join(f"ORGCODES={code}&" for code in orgcodes) + f"limit={limit}"
+        expected = built.expected
+        if orgcodes:
+            expected = [row for row in expected if row["ORG_CODE"] in orgcodes]
+            expected = [{**row, "RNUM": str(n)} for n, row in enumerate(expected, start=1)]
+        rows, pages = walk(client, built.token.authorization, query)
+        assert rows == expected
+        assert pages == max(1, -(-len(expected) // limit))
+        # Pages reached through links equal pages asked for by start directly.
+        start = data.draw(st.integers(1, len(expected) + 2))
+        direct = client.get(f"/api/v1/enrolments?{query}&start={start}", headers={"Authorization": built.token.authorization})
+        assert direct.get_json() == expected[start - 1 : start - 1 + limit]
+        assert direct.headers["X-Total-Count"] == str(len(expected))
+    finally:
+        savepoint.rollback()

@@ -1,0 +1,94 @@
+"""spec §15: one bucket per site, 60 a minute, X-Rate-Limit-* on every API response, 429 E1030."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from tests import factories
+
+
+@pytest.fixture()
+def tokens(session: Session):  # type: ignore[no-untyped-def]
+    bu = factories.business_unit(session)
+    unit = factories.work_unit(session, bu)
+    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
+    issued = (factories.token(session, bu), factories.token(session, unit))
+    session.commit()
+    return issued
+
+
+def remaining(response) -> int:  # type: ignore[no-untyped-def]
+    return int(response.headers["X-Rate-Limit-Remaining"])
+
+
+def test_headers_count_down_from_60(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    first = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
+    second = client.get("/api/v1/enrolments", headers={"Authorization": tokens[0].authorization})
+    assert first.headers["X-Rate-Limit-Limit"] == "60"
+    assert remaining(first) == 59 and remaining(second) == 58
+    assert 0 < int(first.headers["X-Rate-Limit-Reset"]) <= 60
+    assert first.headers["RateLimit-Policy"] == '"site";q=60;w=60'
+    assert first.headers["RateLimit"].startswith('"site";r=59;t=')
+
+
+def test_the_61st_request_is_429_e1030_and_every_token_shares_the_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    for number in range(60):
+        token = tokens[number % 2]  # two tokens, one site bucket
+        assert client.get("/api/v1", headers={"Authorization": token.authorization}).status_code == 200
+    for token in tokens:
+        response = client.get("/api/v1/enrolments", headers={"Authorization": token.authorization})
+        assert response.status_code == 429
+        assert response.get_json()["error"]["code"] == "E1030"
+        assert response.headers["X-Rate-Limit-Remaining"] == "0"
+        assert response.headers["X-Rate-Limit-Limit"] == "60"
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/api/v2", 404), ("/api/v1/nope", 404), ("/api/v1/enrolments?limit=0", 400)],
+)
+def test_error_responses_carry_the_headers_too(client: FlaskClient, tokens, path: str, status: int) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(path, headers={"Authorization": tokens[0].authorization})
+    assert response.status_code == status
+    assert response.headers["X-Rate-Limit-Limit"] == "60"
+    assert "X-Rate-Limit-Remaining" in response.headers
+
+
+def test_bad_parameters_from_a_valid_token_spend_the_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    client.get("/api/v1/enrolments?limit=0", headers={"Authorization": tokens[0].authorization})
+    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 58
+
+
+def test_failed_authentication_does_not_spend_the_site_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    bad = "Basic " + base64.b64encode(f"{tokens[0].public_key}:wrong".encode()).decode()
+    for _ in range(5):
+        response = client.get("/api/v1/enrolments", headers={"Authorization": bad})
+        assert response.status_code == 401
+        assert response.headers["X-Rate-Limit-Remaining"] == "60"
+    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
+
+
+def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+    statuses = [client.get("/api/v1", headers={"Authorization": bad}).status_code for _ in range(12)]
+    assert statuses == [401] * 10 + [429] * 2
+    blocked = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
+    assert blocked.status_code == 429
+    assert blocked.get_json()["error"]["code"] == "E1030"
+    assert int(blocked.headers["Retry-After"]) >= 1
+    # Another address is not affected, and the site bucket is untouched.
+    other = client.get("/api/v1", headers={"Authorization": tokens[0].authorization}, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 200 and remaining(other) == 59
+
+
+def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(70):
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        assert "X-Rate-Limit-Limit" not in response.headers
+    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
