@@ -12,7 +12,7 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
-from southrock_api import schema, tokens
+from southrock_api import export, rtopilot, schema, tokens
 from southrock_api.db import get_database
 
 
@@ -245,6 +245,8 @@ def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI."""
     for command in (db_group, import_command, demo_data_command, demo_setup_command, tokens_group):
         app.cli.add_command(command)
+    app.cli.add_command(export.export_command)
+    app.cli.add_command(rtopilot.rtopilot_group)
 
 
 def _create_app() -> Flask:

@@ -1,0 +1,285 @@
+"""A Python client for the Southrock LMS Enrolment API: typed rows, paging, rate limits, retries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator
+
+import requests
+
+# spec §17.1.2: the largest page the server returns.
+MAX_PAGE_SIZE = 500
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_BASE = 0.5
+# spec §15: windows are a minute long, so a full window is the longest wait that can be needed.
+DEFAULT_MAX_SLEEP = 60.0
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class SouthrockApiError(Exception):
+    """An API error (spec §13): HTTP status, E-code and message; status is None when no answer came."""
+
+    def __init__(self, status: int | None, code: str | None, message: str) -> None:
+        super().__init__(f"{code or 'HTTP ' + str(status)}: {message}" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> SouthrockApiError:
+        """Build the error from the spec's JSON error object, tolerating any other body."""
+        try:
+            error = response.json()["error"]
+            return cls(response.status_code, str(error["code"]), str(error["message"]))
+        except (ValueError, KeyError, TypeError):
+            return cls(response.status_code, None, response.reason or "unexpected response")
+
+
+@dataclass(frozen=True)
+class EnrolmentRecord:
+    """One completed enrolment (spec §17.1.5) with typed values."""
+
+    rnum: int
+    org_code: str
+    org_name: str
+    crs_code: str
+    crs_desc: str
+    lr_id: str
+    lr_sname: str
+    lr_fname: str
+    lr_email: str
+    # spec §5.2d: properties with null values may be omitted, so these two may be absent.
+    sch_aedate: dt.date | None
+    sch_score: Decimal | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnrolmentRecord:
+        """Parse one element of the enrolments array."""
+        date_text = data.get("SCH_AEDATE")
+        score_text = data.get("SCH_SCORE")
+        return cls(
+            rnum=int(data["RNUM"]),
+            org_code=data.get("ORG_CODE") or "",
+            org_name=data.get("ORG_NAME") or "",
+            crs_code=data.get("CRS_CODE") or "",
+            crs_desc=data.get("CRS_DESC") or "",
+            lr_id=data.get("LR_ID") or "",
+            lr_sname=data.get("LR_SNAME") or "",
+            lr_fname=data.get("LR_FNAME") or "",
+            lr_email=data.get("LR_EMAIL") or "",
+            sch_aedate=dt.date.fromisoformat(date_text) if date_text else None,
+            sch_score=Decimal(str(score_text)) if score_text is not None else None,
+        )
+
+    def to_spec(self) -> dict[str, str]:
+        """Return the row with the spec's property names and text values, as the API sends it."""
+        return {
+            name: _text(getattr(self, attribute)) for name, attribute in SPEC_FIELDS.items()
+        }
+
+
+# The spec's property names (§17.1.5, RNUM from §17.1.4) and the record attribute for each.
+SPEC_FIELDS = {
+    "RNUM": "rnum",
+    "ORG_CODE": "org_code",
+    "ORG_NAME": "org_name",
+    "CRS_CODE": "crs_code",
+    "CRS_DESC": "crs_desc",
+    "LR_ID": "lr_id",
+    "LR_SNAME": "lr_sname",
+    "LR_FNAME": "lr_fname",
+    "LR_EMAIL": "lr_email",
+    "SCH_AEDATE": "sch_aedate",
+    "SCH_SCORE": "sch_score",
+}
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+class EnrolmentStream:
+    """The enrolments of one query, fetched page by page; `total` is known after the first page."""
+
+    def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any]) -> None:
+        self._client = client
+        self._next_url: str | None = url
+        self._params: dict[str, Any] | None = params
+        self._buffer: deque[EnrolmentRecord] = deque()
+        self._total: int | None = None
+
+    @property
+    def total(self) -> int:
+        """X-Total-Count of the query (fetches the first page if nothing was fetched yet)."""
+        if self._total is None:
+            self._fetch()
+        return self._total or 0
+
+    def __iter__(self) -> Iterator[EnrolmentRecord]:
+        return self
+
+    def __next__(self) -> EnrolmentRecord:
+        while not self._buffer:
+            if self._next_url is None:
+                raise StopIteration
+            self._fetch()
+        return self._buffer.popleft()
+
+    def _fetch(self) -> None:
+        if self._next_url is None:
+            return
+        response = self._client._get(self._next_url, self._params)
+        # spec §12: the next link carries every parameter, so later pages need none of ours.
+        self._params = None
+        total = response.headers.get("X-Total-Count")
+        if total is not None:
+            self._total = int(total)
+        self._buffer.extend(EnrolmentRecord.from_json(row) for row in response.json())
+        # spec §12: no next link means the end has been reached.
+        self._next_url = response.links.get("next", {}).get("url")
+
+
+class SouthrockClient:
+    """A keep-alive client for one site, waiting out rate-limit windows and retrying transient failures."""
+
+    def __init__(
+        self,
+        base_url: str,
+        public_key: str,
+        private_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        max_sleep: float = DEFAULT_MAX_SLEEP,
+        sleep: Callable[[float], None] = time.sleep,
+        random_source: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.api_url = _api_url(base_url)
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.max_sleep = max_sleep
+        self._sleep = sleep
+        self._random = random_source
+        self._clock = clock
+        self._session = session or requests.Session()
+        # spec §6: Basic public:private; spec §9a: JSON in both directions.
+        self._session.auth = (public_key, private_key)
+        self._session.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
+        self._remaining: int | None = None
+        self._window_ends_at = 0.0
+
+    def __enter__(self) -> SouthrockClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def whoami(self) -> dict[str, str]:
+        """Validate the credentials and return the token's unit (spec §16)."""
+        return dict(self._get(self.api_url, None).json())
+
+    def iter_enrolments(
+        self,
+        orgcodes: Iterable[str] | None = None,
+        sdate: dt.date | None = None,
+        edate: dt.date | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> EnrolmentStream:
+        """Return the visible completed enrolments (spec §17) as a lazily paged stream of records."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        params: dict[str, Any] = {"limit": page_size}
+        if orgcodes:
+            params["ORGCODES"] = list(orgcodes)
+        if sdate is not None:
+            params["SDATE"] = sdate.isoformat()
+        if edate is not None:
+            params["EDATE"] = edate.isoformat()
+        return EnrolmentStream(self, self.api_url + "/enrolments", params)
+
+    def _get(self, url: str, params: dict[str, Any] | None) -> requests.Response:
+        """GET with rate-limit waits and bounded retries; raise SouthrockApiError on failure."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_for_window()
+            try:
+                response = self._session.get(url, params=params, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if attempt >= self.max_attempts:
+                    raise SouthrockApiError(None, None, f"no answer from {url}: {error}") from error
+                self._sleep(self._backoff(attempt))
+                continue
+            self._note_window(response)
+            if response.status_code == 200:
+                return response
+            if response.status_code not in RETRYABLE_STATUSES or attempt >= self.max_attempts:
+                raise SouthrockApiError.from_response(response)
+            delay = self._backoff(attempt)
+            if response.status_code == 429:
+                # The server knows when the window reopens; jitter on top spreads competing clients.
+                delay = min(self.max_sleep, _seconds(response.headers.get("Retry-After")) + delay)
+                self._remaining = None
+            self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return full_jitter(attempt, self.backoff_base, self.max_sleep, self._random)
+
+    def _note_window(self, response: requests.Response) -> None:
+        remaining = response.headers.get("X-Rate-Limit-Remaining")
+        if remaining is None:
+            return
+        self._remaining = int(remaining)
+        reset = response.headers.get("X-Rate-Limit-Reset") or response.headers.get("Retry-After")
+        self._window_ends_at = self._clock() + _seconds(reset)
+
+    def _wait_for_window(self) -> None:
+        # spec §15: wait for the next window instead of spending a request on a certain 429.
+        if self._remaining is None or self._remaining > 0:
+            return
+        wait = self._window_ends_at - self._clock()
+        if wait > 0:
+            self._sleep(min(wait, self.max_sleep))
+        self._remaining = None
+
+
+def full_jitter(attempt: int, base: float, cap: float, random_source: Callable[[], float]) -> float:
+    """Backoff before retry number `attempt` (1-based): uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return random_source() * min(cap, base * 2 ** (attempt - 1))
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _api_url(base_url: str) -> str:
+    # Accept the site root or the versioned API URL (spec §8a).
+    url = base_url.rstrip("/")
+    if url.endswith("/api/v1"):
+        return url
+    if url.endswith("/api"):
+        return url + "/v1"
+    return url + "/api/v1"
