@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from southrock_api import api, cli, config, db, errors, health, logs, proxy, ratelimit
+from southrock_api import api, cli, config, db, docs_page, errors, health, logs, proxy, ratelimit
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -23,6 +23,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # An API answers its own URLs or a JSON error; it never redirects `//` to `/`.
     app.url_map.merge_slashes = False
+    # spec §18: unsupported methods, OPTIONS included, are E2030 rather than an automatic answer.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # spec §10: UTF-8 on the wire
 
     logs.init_app(app)
@@ -34,5 +36,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     ratelimit.init_app(app)
     health.init_app(app)
+    docs_page.init_app(app)
     cli.init_app(app)
     return app

@@ -97,8 +97,8 @@ def _finish(response: Response) -> Response:
     return response
 
 
-@bp.get("", provide_automatic_options=False)
-@bp.get("/", provide_automatic_options=False)
+@bp.get("")
+@bp.get("/")
 def whoami() -> Response:
     """Return the token's business unit or work unit (spec §16)."""
     principal: Principal = g.principal
@@ -117,7 +117,7 @@ def _parse_arguments(pairs: list[tuple[str, str]]) -> dict:  # type: ignore[type
         ) from None
 
 
-@bp.get("/enrolments", provide_automatic_options=False)
+@bp.get("/enrolments")
 def list_enrolments() -> Response:
     """Return one page of the token's completed enrolments (spec §17) with Link and X-Total-Count."""
     principal: Principal = g.principal

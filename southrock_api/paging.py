@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlencode
 
@@ -14,6 +15,8 @@ from southrock_api.errors import BAD_PARAMETER, ApiError
 
 PAGING_PARAMETERS = ("start", "limit", "after")
 MAX_QUERY_PAIRS = 2000
+MAX_QUERY_BYTES = 64 * 1024
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # spec §10: only characters UTF-8 encodes in three bytes or fewer.
 MAX_CODE_POINT = 0xFFFF
 
@@ -23,6 +26,8 @@ def _bad(name: str, expected: str) -> ApiError:
 
 
 def _decode(raw: str, name: str) -> str:
+    if _BAD_ESCAPE.search(raw):
+        raise _bad(name, "valid percent-encoding")
     try:
         value = unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError:
@@ -37,6 +42,8 @@ def _decode(raw: str, name: str) -> str:
 
 def parse_query(query_string: bytes) -> list[tuple[str, str]]:
     """Decode a raw query string strictly into (name, value) pairs, in order."""
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise _bad("query string", f"at most {MAX_QUERY_BYTES} bytes")
     try:
         text = query_string.decode("utf-8")
     except UnicodeDecodeError:

@@ -16,8 +16,8 @@ MAX_START = 2**31 - 1
 MAX_ORGCODES = 1000
 MAX_VALUE_LENGTH = 256
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DIGITS = re.compile(r"\d{1,10}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 class StrictDate(fields.Date):
