@@ -118,3 +118,24 @@ def test_last_used_is_recorded_after_a_successful_request(client: FlaskClient, s
     session.expire_all()
     row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
     assert row is not None and row.last_used_at is not None
+
+
+def test_unknown_public_key_takes_the_same_comparison_path(
+    client: FlaskClient, issued, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    import hmac
+
+    from southrock_api import auth
+
+    compared: list[tuple[int, int]] = []
+
+    def spy(a: str, b: str) -> bool:
+        compared.append((len(a), len(b)))
+        return hmac.compare_digest(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    client.get("/api/v1", headers={"Authorization": basic(f"{issued.public_key}:srsk_wrong")})
+    client.get("/api/v1", headers={"Authorization": basic("srpk_nobody:srsk_wrong")})
+    # One constant-time comparison of two SHA-256 digests in both cases: against the real hash,
+    # and against a dummy hash when the public key is unknown.
+    assert compared == [(64, 64), (64, 64)]
