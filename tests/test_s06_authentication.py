@@ -128,10 +128,11 @@ def test_unknown_public_key_takes_the_same_comparison_path(
     from southrock_api import auth
 
     compared: list[tuple[int, int]] = []
+    original = hmac.compare_digest
 
     def spy(a: str, b: str) -> bool:
         compared.append((len(a), len(b)))
-        return hmac.compare_digest(a, b)
+        return original(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     client.get("/api/v1", headers={"Authorization": basic(f"{issued.public_key}:srsk_wrong")})
