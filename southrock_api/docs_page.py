@@ -1,0 +1,246 @@
+"""GET /openapi.json and the /docs page, both rendered from one OpenAPI document; no auth, no limit."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+
+from southrock_api.openapi import ENROLMENTS_PATH, document_for, policy_text
+
+# Outside /api: neither authenticated nor counted by the site's limiter (it counts `api` only).
+bp = Blueprint("docs", __name__)
+
+# A strict policy: everything the page needs is served by the app itself (no CDN, no inline code).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+LANGUAGES = (
+    ("curl", "cURL", "example_curl.sh.j2"),
+    ("python", "Python", "example_python.py.j2"),
+    ("node", "Node.js", "example_node.mjs.j2"),
+    ("csharp", "C#", "example_csharp.cs.j2"),
+)
+_PLAIN_ROOT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+PLACEHOLDER_ROOT = "https://your_site.southrock.com"
+# Paging parameters are left out of the examples: the examples follow the Link header instead.
+EXAMPLE_SKIPS = frozenset({"start"})
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter as the page lists it."""
+
+    name: str
+    location: str
+    type: str
+    default: str
+    rules: list[str]
+    description: str
+
+
+@dataclass(frozen=True)
+class ResponseRow:
+    """One documented status of an operation."""
+
+    status: str
+    codes: list[str]
+    description: str
+    headers: list[str]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One copyable request example."""
+
+    language: str
+    label: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the document, resolved for display."""
+
+    anchor: str
+    method: str
+    path: str
+    summary: str
+    description: str
+    note: str
+    parameters: list[Parameter]
+    responses: list[ResponseRow]
+    examples: list[Example]
+
+
+def current_document() -> dict[str, Any]:
+    """The document for this app's configured rate limit."""
+    return document_for(str(current_app.config["RATE_LIMIT"]))
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local $ref (#/components/...) to the object it names."""
+    while "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _type_text(schema: dict[str, Any]) -> str:
+    if schema.get("type") == "array":
+        return f"array of {_type_text(schema['items'])}"
+    return schema.get("format") or schema.get("type", "string")
+
+
+def _rules(parameter: dict[str, Any]) -> list[str]:
+    schema = parameter["schema"]
+    items = schema.get("items", schema)
+    rules = []
+    if schema.get("type") == "array" and parameter.get("explode"):
+        rules.append(f"repeatable: {parameter['name']}=A&{parameter['name']}=B")
+    if "maxItems" in schema:
+        rules.append(f"at most {schema['maxItems']} values")
+    if "minLength" in items or "maxLength" in items:
+        rules.append(f"{items.get('minLength', 0)}–{items.get('maxLength', '∞')} characters")
+    if items.get("format") == "date":
+        rules.append("YYYY-MM-DD")
+    if "minimum" in items or "maximum" in items:
+        rules.append(f"{items.get('minimum', '−∞')}–{items.get('maximum', '∞')}")
+    return rules
+
+
+def _parameters(document: dict[str, Any], operation: dict[str, Any]) -> list[Parameter]:
+    rows = []
+    for node in operation.get("parameters", []):
+        parameter = _resolve(document, node)
+        schema = parameter["schema"]
+        rows.append(
+            Parameter(
+                name=parameter["name"],
+                location=parameter["in"],
+                type=_type_text(schema),
+                default=str(schema["default"]) if "default" in schema else "",
+                rules=_rules(parameter),
+                description=parameter.get("description", ""),
+            )
+        )
+    return rows
+
+
+def _responses(document: dict[str, Any], operation: dict[str, Any]) -> list[ResponseRow]:
+    rows = []
+    for status, node in operation["responses"].items():
+        response = _resolve(document, node)
+        examples = response.get("content", {}).get("application/json", {}).get("examples", {})
+        codes = [name for name in examples if name.startswith("E")]
+        rows.append(
+            ResponseRow(
+                status=status,
+                codes=codes,
+                description=response["description"],
+                headers=list(response.get("headers", {})),
+            )
+        )
+    return rows
+
+
+def _example_query(document: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
+    """The documented example value of each query parameter (a list for a repeatable one)."""
+    query: dict[str, Any] = {}
+    for node in operation.get("parameters", []):
+        parameter = _resolve(document, node)
+        if parameter["in"] == "query" and "example" in parameter:
+            if parameter["name"] not in EXAMPLE_SKIPS:
+                query[parameter["name"]] = parameter["example"]
+    return query
+
+
+def _examples(base_url: str, path: str, query: dict[str, Any]) -> list[Example]:
+    url = base_url + path + ("?" + urlencode(query, doseq=True) if query else "")
+    context = {
+        "url": url,
+        "path_url": base_url + path,
+        # JSON of strings, numbers and lists is also a Python literal.
+        "python_params": json.dumps(query),
+        "paged": path == ENROLMENTS_PATH,
+    }
+    return [
+        Example(language, label, render_template(template, **context).strip() + "\n")
+        for language, label, template in LANGUAGES
+    ]
+
+
+def endpoints(document: dict[str, Any], base_url: str) -> list[Endpoint]:
+    """Every operation of the document, resolved for the page, with examples against base_url."""
+    rows = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch", "head", "options"):
+                continue
+            rows.append(
+                Endpoint(
+                    anchor=operation["operationId"],
+                    method=method.upper(),
+                    path=path,
+                    summary=operation["summary"],
+                    description=operation["description"],
+                    note=item.get("description", ""),
+                    parameters=_parameters(document, operation),
+                    responses=_responses(document, operation),
+                    examples=_examples(base_url, path, _example_query(document, operation)),
+                )
+            )
+    return rows
+
+
+def _base_url() -> str:
+    """This site's root URL for the examples, unless the Host header makes it look odd."""
+    root = request.url_root.rstrip("/")
+    # The URL is pasted into shell and source code: only a plain scheme://host[:port] goes in.
+    return root if _PLAIN_ROOT.fullmatch(root) else PLACEHOLDER_ROOT
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """Return the OpenAPI 3 document of the API."""
+    response = jsonify(current_document())
+    response.headers["Access-Control-Allow-Origin"] = "*"  # tools in other origins may load it
+    return response
+
+
+@bp.get("/docs")
+def docs() -> str:
+    """Return the human-readable API reference page."""
+    document = current_document()
+    base_url = _base_url()
+    return render_template(
+        "docs.html",
+        info=document["info"],
+        document=document,
+        endpoints=endpoints(document, base_url),
+        catalogue=document["x-error-catalogue"],
+        headers={name: header["description"] for name, header in document["components"]["headers"].items()},
+        security=document["components"]["securitySchemes"],
+        base_url=base_url,
+        policy=policy_text(str(current_app.config["RATE_LIMIT"])),
+    )
+
+
+@bp.after_request
+def _secure_docs(response: Response) -> Response:
+    if request.endpoint == "docs.docs":
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register /openapi.json and /docs."""
+    app.register_blueprint(bp)

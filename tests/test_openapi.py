@@ -1,0 +1,255 @@
+"""The OpenAPI document: valid, public, and saying what the views and the catalogue actually do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+from sqlalchemy.orm import Session
+
+from southrock_api.errors import CATALOGUE
+from southrock_api.openapi import ENROLMENTS_PATH, WHOAMI_PATH
+from southrock_api.schemas import (
+    BusinessUnitSchema,
+    EnrolmentQuerySchema,
+    EnrolmentSchema,
+    WorkUnitSchema,
+)
+from tests import factories
+
+
+@pytest.fixture()
+def document(client: FlaskClient) -> dict[str, Any]:
+    """The document as the app serves it."""
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def authorization(session: Session) -> str:
+    """A business-unit token that sees three completed enrolments in two work units."""
+    bu = factories.business_unit(session, code="EDU", name="Education")
+    for code in ("ORG1", "ORG2"):
+        wu = factories.work_unit(session, bu, code=code)
+        learner = factories.learner(session, wu)
+        factories.enrolment(session, learner, factories.course(session))
+    factories.enrolment(session, learner, factories.course(session))
+    issued = factories.token(session, bu)
+    session.commit()
+    return issued.authorization
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _operation(document: dict[str, Any], path: str) -> dict[str, Any]:
+    return document["paths"][path]["get"]  # type: ignore[no-any-return]
+
+
+def _check_body(document: dict[str, Any], schema: dict[str, Any], body: Any) -> None:
+    """Validate a body against a document schema, its $refs resolved into components."""
+    OAS30Validator({**schema, "components": document["components"]}).validate(body)
+
+
+def _response_schema(document: dict[str, Any], path: str, status: int) -> dict[str, Any]:
+    response = _resolve(document, _operation(document, path)["responses"][str(status)])
+    return response["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+
+def _required_headers(document: dict[str, Any], path: str, status: int) -> set[str]:
+    response = _resolve(document, _operation(document, path)["responses"][str(status)])
+    return {
+        name
+        for name, node in response.get("headers", {}).items()
+        if _resolve(document, node).get("required")
+    }
+
+
+def test_document_is_valid_openapi_3(document: dict[str, Any]) -> None:
+    validate(document)
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH}
+
+
+def test_document_is_public_and_never_rate_limited(app: Flask, client: FlaskClient) -> None:
+    app.config["RATE_LIMIT"] = "1 per minute"
+    for _ in range(3):
+        response = client.get("/openapi.json")
+        assert response.status_code == 200
+        assert "X-Rate-Limit-Limit" not in response.headers
+
+
+def test_document_follows_the_configured_rate_limit(app: Flask, client: FlaskClient) -> None:
+    app.config["RATE_LIMIT"] = "7 per minute"
+    document = client.get("/openapi.json").get_json()
+    assert "7 requests per 60 seconds" in document["info"]["description"]
+
+
+def test_basic_auth_is_the_only_security_scheme(document: dict[str, Any]) -> None:
+    assert document["components"]["securitySchemes"] == {
+        "basicAuth": {
+            "type": "http",
+            "scheme": "basic",
+            "description": document["components"]["securitySchemes"]["basicAuth"]["description"],
+        }
+    }
+    assert document["security"] == [{"basicAuth": []}]
+
+
+def test_query_parameters_are_the_query_schema_fields(document: dict[str, Any]) -> None:
+    schema = EnrolmentQuerySchema()
+    parameters = {
+        p["name"]: p for p in _operation(document, ENROLMENTS_PATH)["parameters"] if p["in"] == "query"
+    }
+    assert list(parameters) == [field.data_key or name for name, field in schema.fields.items()]
+    for name, field in schema.fields.items():
+        parameter = parameters[name]
+        assert parameter["required"] is False
+        assert "nullable" not in parameter["schema"]
+        if field.load_default is not None:
+            assert parameter["schema"]["default"] == field.load_default
+        else:
+            assert "default" not in parameter["schema"]
+    assert parameters["ORGCODES"]["schema"]["type"] == "array"
+    assert (parameters["ORGCODES"]["style"], parameters["ORGCODES"]["explode"]) == ("form", True)
+    for name in ("SDATE", "EDATE"):
+        assert parameters[name]["schema"]["format"] == "date"
+        assert parameters[name]["schema"]["pattern"] == r"^\d{4}-\d{2}-\d{2}$"
+    assert parameters["start"]["schema"]["minimum"] == 1
+    assert (parameters["limit"]["schema"]["minimum"], parameters["limit"]["schema"]["maximum"]) == (1, 500)
+    assert parameters["limit"]["schema"]["default"] == 200
+
+
+def test_response_schemas_are_the_dump_schemas(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for name, schema in (
+        ("Enrolment", EnrolmentSchema()),
+        ("BusinessUnit", BusinessUnitSchema()),
+        ("WorkUnit", WorkUnitSchema()),
+    ):
+        assert list(schemas[name]["properties"]) == list(schema.fields)
+        assert schemas[name]["required"] == list(schema.fields)
+        assert "description" in schemas[name]["properties"][next(iter(schema.fields))]
+    # The spec's oddities (§17.1.4): RNUM and SCH_SCORE are strings.
+    assert schemas["Enrolment"]["properties"]["RNUM"]["type"] == "string"
+    assert schemas["Enrolment"]["properties"]["SCH_SCORE"]["type"] == "string"
+    assert schemas["Enrolment"]["properties"]["SCH_AEDATE"]["format"] == "date"
+
+
+def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
+    codes = [error.code for error in CATALOGUE]
+    assert document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"][
+        "enum"
+    ] == codes
+    assert [row["code"] for row in document["x-error-catalogue"]] == codes
+    for error in CATALOGUE:
+        response = document["components"]["responses"][error.code]
+        assert response["description"].startswith(f"{error.code} {error.description}")
+        example = document["components"]["examples"][error.code]["value"]
+        assert example == {"error": {"message": error.description, "code": error.code}}
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH):
+        responses = _operation(document, path)["responses"]
+        assert {"200", "304", "400", "401", "404", "429", "500"} <= set(responses)
+        assert "E2030" in document["paths"][path]["description"]
+
+
+def test_rate_limit_and_paging_headers_are_documented(document: dict[str, Any]) -> None:
+    headers = document["components"]["headers"]
+    for name in (
+        "Link",
+        "X-Total-Count",
+        "X-Rate-Limit-Limit",
+        "X-Rate-Limit-Remaining",
+        "X-Rate-Limit-Reset",
+        "RateLimit",
+        "RateLimit-Policy",
+        "Retry-After",
+        "ETag",
+        "X-Request-Id",
+    ):
+        assert name in headers
+    ok = _resolve(document, _operation(document, ENROLMENTS_PATH)["responses"]["200"])
+    assert {"Link", "X-Total-Count", "ETag", "X-Rate-Limit-Remaining"} <= set(ok["headers"])
+    too_many = _resolve(document, _operation(document, ENROLMENTS_PATH)["responses"]["429"])
+    assert "Retry-After" in too_many["headers"]
+    names = [p["name"] for p in _operation(document, ENROLMENTS_PATH)["parameters"]]
+    assert "If-None-Match" in names
+
+
+def test_enrolment_page_matches_the_document(
+    client: FlaskClient, document: dict[str, Any], authorization: str
+) -> None:
+    response = client.get(
+        ENROLMENTS_PATH + "?ORGCODES=ORG1&ORGCODES=ORG2&SDATE=2017-01-01&limit=2",
+        headers={"Authorization": authorization},
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert len(body) == 2
+    _check_body(document, _response_schema(document, ENROLMENTS_PATH, 200), body)
+    assert _required_headers(document, ENROLMENTS_PATH, 200) <= set(response.headers.keys())
+    assert 'rel="next"' in response.headers["Link"]
+    assert response.headers["X-Total-Count"] == "3"
+
+
+def test_whoami_and_304_match_the_document(
+    client: FlaskClient, document: dict[str, Any], authorization: str
+) -> None:
+    response = client.get(WHOAMI_PATH, headers={"Authorization": authorization})
+    assert response.status_code == 200
+    _check_body(document, _response_schema(document, WHOAMI_PATH, 200), response.get_json())
+    assert _required_headers(document, WHOAMI_PATH, 200) <= set(response.headers.keys())
+    again = client.get(
+        WHOAMI_PATH,
+        headers={"Authorization": authorization, "If-None-Match": response.headers["ETag"]},
+    )
+    assert again.status_code == 304
+    assert again.data == b""
+    assert _required_headers(document, WHOAMI_PATH, 304) <= set(again.headers.keys())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "code"),
+    [
+        ("GET", ENROLMENTS_PATH, {}, "E1010"),
+        ("GET", ENROLMENTS_PATH, {"Authorization": "Bearer x"}, "E1020"),
+        ("GET", ENROLMENTS_PATH + "?limit=501", None, "E3010"),
+        ("GET", ENROLMENTS_PATH + "?SDATE=2017-1-1", None, "E3010"),
+        ("GET", "/api/v2/enrolments", None, "E2010"),
+        ("GET", "/api/v1/nothing", None, "E2020"),
+        ("POST", ENROLMENTS_PATH, None, "E2030"),
+        ("DELETE", WHOAMI_PATH, None, "E2030"),
+    ],
+)
+def test_errors_are_what_the_document_says(
+    client: FlaskClient,
+    document: dict[str, Any],
+    authorization: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None,
+    code: str,
+) -> None:
+    response = client.open(
+        path, method=method, headers={"Authorization": authorization} if headers is None else headers
+    )
+    documented = next(row for row in document["x-error-catalogue"] if row["code"] == code)
+    assert response.status_code == documented["status"]
+    assert response.get_json()["error"]["code"] == code
+    _check_body(document, {"$ref": "#/components/schemas/Error"}, response.get_json())
+    if path.split("?")[0] in document["paths"] and method == "GET":
+        operation = _operation(document, path.split("?")[0])
+        response_doc = _resolve(document, operation["responses"][str(response.status_code)])
+        assert code in response_doc["content"]["application/json"]["examples"]
