@@ -140,3 +140,19 @@ def test_unknown_public_key_takes_the_same_comparison_path(
     # One constant-time comparison of two SHA-256 digests in both cases: against the real hash,
     # and against a dummy hash when the public key is unknown.
     assert compared == [(64, 64), (64, 64)]
+
+
+@pytest.mark.parametrize(("age_seconds", "rewritten"), [(30, False), (120, True)])
+def test_last_used_is_written_at_most_once_a_minute(
+    client: FlaskClient, session: Session, issued, age_seconds: int, rewritten: bool  # type: ignore[no-untyped-def]
+) -> None:
+    row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
+    assert row is not None
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=age_seconds)
+    row.last_used_at = before
+    session.commit()
+    client.get("/api/v1", headers={"Authorization": issued.authorization}).close()
+    session.expire_all()
+    after = session.scalar(select(ApiToken.last_used_at).where(ApiToken.public_key == issued.public_key))
+    assert after is not None
+    assert (after.replace(tzinfo=dt.timezone.utc) != before) is rewritten
