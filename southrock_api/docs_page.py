@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from markupsafe import Markup, escape
 
 from southrock_api.openapi import ENROLMENTS_PATH, document_for, policy_text
 
@@ -26,6 +27,7 @@ LANGUAGES = (
     ("node", "Node.js", "example_node.mjs.j2"),
     ("csharp", "C#", "example_csharp.cs.j2"),
 )
+_CODE_SPAN = re.compile(r"`([^`]+)`")
 _PLAIN_ROOT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 PLACEHOLDER_ROOT = "https://your_site.southrock.com"
 # Paging parameters are left out of the examples: the examples follow the Link header instead.
@@ -239,6 +241,12 @@ def _secure_docs(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@bp.app_template_filter("inline_code")
+def inline_code(text: str) -> Markup:
+    """Render the document's `code` spans (CommonMark in descriptions) as <code>, all else escaped."""
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", str(escape(text))))
 
 
 def init_app(app: Flask) -> None:

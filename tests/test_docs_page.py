@@ -1,0 +1,260 @@
+"""/docs in a real headless Chromium against gunicorn: it renders, and its copy buttons copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from southrock_api.db import get_database
+from southrock_api.errors import CATALOGUE
+from southrock_api.schemas import EnrolmentQuerySchema
+from southrock_api.tokens import IssuedToken
+from tests import databases, factories, servers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = servers.ROOT / "docs" / "docs-page.png"
+# The committed picture is replaced only on request (or when missing): each run's port differs.
+UPDATE_SCREENSHOT = os.environ.get("SOUTHROCK_UPDATE_SCREENSHOT", "") not in ("", "0")
+# Quiet, offline, reproducible: nothing but the page under test touches the network.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1600",
+)
+WAIT_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken]]:
+    """gunicorn on a fresh database with two work units of completed enrolments and a token."""
+    directory = tmp_path_factory.mktemp("docs")
+    with databases.fresh_database(backend, directory) as url:
+        app = servers.migrated_app(url)
+        with get_database(app).session_factory() as session:
+            bu = factories.business_unit(session, code="EDU", name="Education")
+            for code in ("ORG1", "ORG2"):
+                learner = factories.learner(session, factories.work_unit(session, bu, code=code))
+                factories.enrolment(session, learner, factories.course(session))
+            issued = factories.token(session, bu)
+            session.commit()
+        servers.dispose(app)
+        env = {
+            "SOUTHROCK_DATABASE_URL": url,
+            "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
+        }
+        with servers.gunicorn(env, workers=1, log_path=directory / "gunicorn.log") as base_url:
+            yield base_url, issued
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Headless Chromium through chromedriver, with a fresh profile and its console recorded."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install -y chromium chromium-driver"
+        if databases.REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(WAIT_SECONDS * 3)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open_docs(driver: object, base_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base_url + "/docs")  # type: ignore[attr-defined]
+    WebDriverWait(driver, WAIT_SECONDS).until(  # type: ignore[arg-type]
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+    )
+
+
+def _click_copy(driver: object, anchor: str, language: str) -> str:
+    """Show a language's tab, click its copy button, wait for it to report; return the code."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.ID, f"tab-{anchor}-{language}").click()  # type: ignore[attr-defined]
+    button = driver.find_element(  # type: ignore[attr-defined]
+        By.CSS_SELECTOR, f"#example-{anchor}-{language} button.copy"
+    )
+    assert button.is_displayed()
+    button.click()
+    WebDriverWait(driver, WAIT_SECONDS).until(  # type: ignore[arg-type]
+        lambda d: button.get_attribute("data-copied") == "true"
+    )
+    assert button.text == "Copied"
+    status = driver.find_element(By.ID, "copy-status").text  # type: ignore[attr-defined]
+    assert status.startswith("Copied")
+    return str(
+        driver.execute_script(  # type: ignore[attr-defined]
+            "return document.getElementById(arguments[0]).textContent", f"code-{anchor}-{language}"
+        )
+    )
+
+
+def _read_clipboard(driver: object) -> str:
+    return str(
+        driver.execute_async_script(  # type: ignore[attr-defined]
+            "const done = arguments[arguments.length - 1];"
+            "navigator.clipboard.readText().then(done, (error) => done('ERROR ' + error));"
+        )
+    )
+
+
+def _grant_clipboard(driver: object, base_url: str) -> None:
+    driver.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Browser.grantPermissions",
+        {"origin": base_url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+
+
+def test_page_renders_every_endpoint_parameter_and_error(
+    browser: object, served: tuple[str, IssuedToken], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base_url, _ = served
+    _open_docs(browser, base_url)
+    assert "Southrock LMS Enrolment Data Extraction API" in browser.title  # type: ignore[attr-defined]
+    whoami = browser.find_element(By.ID, "whoami")  # type: ignore[attr-defined]
+    enrolments = browser.find_element(By.ID, "listEnrolments")  # type: ignore[attr-defined]
+    assert "GET /api/v1" in whoami.find_element(By.TAG_NAME, "h2").text
+    assert "GET /api/v1/enrolments" in enrolments.find_element(By.TAG_NAME, "h2").text
+    names = [
+        cell.text
+        for cell in enrolments.find_elements(By.CSS_SELECTOR, "table.parameters tbody td:first-child")
+    ]
+    assert set(EnrolmentQuerySchema().fields) <= set(names)
+    errors = browser.find_element(By.CSS_SELECTOR, "table.errors").text  # type: ignore[attr-defined]
+    for error in CATALOGUE:
+        assert error.code in errors
+    tabs = [tab.text for tab in enrolments.find_elements(By.CSS_SELECTOR, "[role=tab]")]
+    assert tabs == ["cURL", "Python", "Node.js", "C#"]
+    page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    for topic in ("Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link"):
+        assert topic in page
+    # The whole page, endpoints and examples included: the window grows to the page's height.
+    height = browser.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
+    browser.set_window_size(1280, int(height) + 120)  # type: ignore[attr-defined]
+    assert browser.save_screenshot(str(tmp_path / SCREENSHOT.name))  # type: ignore[attr-defined]
+    if UPDATE_SCREENSHOT or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / SCREENSHOT.name, SCREENSHOT)
+    browser.set_window_size(1280, 1600)  # type: ignore[attr-defined]
+    problems = [
+        entry
+        for entry in browser.get_log("browser")  # type: ignore[attr-defined]
+        if entry["level"] in ("SEVERE", "WARNING")
+    ]
+    assert problems == []
+
+
+def test_copy_button_puts_the_example_on_the_clipboard(
+    browser: object, served: tuple[str, IssuedToken]
+) -> None:
+    base_url, _ = served
+    _open_docs(browser, base_url)
+    _grant_clipboard(browser, base_url)
+    code = _click_copy(browser, "listEnrolments", "curl")
+    assert code.startswith("curl ")
+    assert f"'{base_url}/api/v1/enrolments?ORGCODES=ORG1&ORGCODES=ORG2&SDATE=" in code
+    assert _read_clipboard(browser) == code
+    python_code = _click_copy(browser, "listEnrolments", "python")
+    assert _read_clipboard(browser) == python_code
+    assert browser.get_log("browser") == []  # type: ignore[attr-defined]
+
+
+def test_copy_falls_back_when_the_clipboard_api_is_denied(
+    browser: object, served: tuple[str, IssuedToken]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base_url, _ = served
+    _open_docs(browser, base_url)
+    browser.execute_script(  # type: ignore[attr-defined]
+        "navigator.clipboard.writeText = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));"
+        "window.copiedByFallback = null;"
+        "document.addEventListener('copy', (event) => {"
+        "  const area = event.target;"
+        "  window.copiedByFallback = area.value.substring(area.selectionStart, area.selectionEnd);"
+        "});"
+    )
+    code = _click_copy(browser, "whoami", "node")
+    button = browser.find_element(By.CSS_SELECTOR, "#example-whoami-node button.copy")  # type: ignore[attr-defined]
+    assert button.get_attribute("data-copied-via") == "fallback"
+    assert browser.execute_script("return window.copiedByFallback") == code  # type: ignore[attr-defined]
+    assert code.startswith("// Node.js 18 or later")
+
+
+@pytest.mark.parametrize("language", ["curl", "python"])
+def test_the_copied_examples_work(
+    browser: object, served: tuple[str, IssuedToken], tmp_path: Path, language: str
+) -> None:
+    base_url, issued = served
+    _open_docs(browser, base_url)
+    code = browser.execute_script(  # type: ignore[attr-defined]
+        "return document.getElementById(arguments[0]).textContent", f"code-listEnrolments-{language}"
+    )
+    env = {
+        **os.environ,
+        "SOUTHROCK_PUBLIC_KEY": issued.public_key,
+        "SOUTHROCK_PRIVATE_KEY": issued.private_key,
+    }
+    if language == "curl":
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not installed")
+        command = ["sh", "-c", code]
+    else:
+        (tmp_path / "example.py").write_text(code)
+        command = [sys.executable, str(tmp_path / "example.py")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    if language == "curl":
+        assert result.stdout.startswith("HTTP/1.1 200")
+        body = result.stdout.split("\n\n", 1)[1]  # text mode turned CRLF into LF
+        assert {row["ORG_CODE"] for row in json.loads(body)} == {"ORG1", "ORG2"}
+    else:
+        assert len(result.stdout.splitlines()) == 2  # one line for each enrolment
+
+
+def test_docs_and_document_are_public_and_not_counted(served: tuple[str, IssuedToken]) -> None:
+    base_url, _ = served
+    for path in ("/docs", "/openapi.json", "/static/docs.js", "/static/docs.css"):
+        response = requests.get(base_url + path, timeout=10)
+        assert response.status_code == 200
+        assert "X-Rate-Limit-Limit" not in response.headers
+    assert "script-src 'self'" in requests.get(base_url + "/docs", timeout=10).headers[
+        "Content-Security-Policy"
+    ]
