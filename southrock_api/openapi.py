@@ -145,10 +145,6 @@ def _strict_field_properties(self: Any, field: fields.Field, ret: dict[str, Any]
     return extra
 
 
-def _plugin() -> MarshmallowPlugin:
-    return MarshmallowPlugin(schema_name_resolver=_schema_name)
-
-
 def _schema_name(schema: type[Schema] | Schema) -> str:
     cls = schema if isinstance(schema, type) else type(schema)
     return cls.__name__.removesuffix("Schema")
@@ -397,7 +393,7 @@ def policy_text(rate_limit: str) -> str:
 def build_document(rate_limit: str) -> dict[str, Any]:
     """Return the OpenAPI document for a site whose rate limit is `rate_limit` ("60 per minute")."""
     policy = policy_text(rate_limit)
-    plugin = _plugin()
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(
         title="Southrock LMS Enrolment Data Extraction API",
         version="v1",
