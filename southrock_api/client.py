@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 import requests
 
@@ -20,6 +21,7 @@ DEFAULT_BACKOFF_BASE = 0.5
 # spec §15: windows are a minute long, so a full window is the longest wait that can be needed.
 DEFAULT_MAX_SLEEP = 60.0
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class SouthrockApiError(Exception):
@@ -277,6 +279,12 @@ def _seconds(value: str | None) -> float:
 
 def _api_url(base_url: str) -> str:
     # Accept the site root or the versioned API URL (spec §8a).
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {base_url!r}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        # spec §8c: HTTPS only; over plain HTTP the Basic credentials would cross the network readable.
+        raise ValueError(f"the API must be reached over https:// (spec §8c), not {base_url!r}")
     url = base_url.rstrip("/")
     if url.endswith("/api/v1"):
         return url

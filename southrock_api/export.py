@@ -7,9 +7,9 @@ import csv
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
@@ -58,24 +58,19 @@ def write_jsonl(records: Iterable[EnrolmentRecord], stream: IO[str]) -> int:
 def atomic_output(target: Path, encoding: str) -> Iterator[IO[str]]:
     """Yield a temp file beside target; on success fsync and rename it over target, else delete it."""
     directory = target.parent
-    handle = tempfile.NamedTemporaryFile(
-        "w",
-        encoding=encoding,
-        newline="",
-        dir=directory,
-        prefix=f".{target.name}.",
-        suffix=".part",
-        delete=False,
-    )
+    # The name is chosen before the file exists, so an interrupt at any point can still remove it.
+    temporary = directory / f".{target.name}.{secrets.token_hex(6)}.part"
     try:
-        with handle:
+        # 0600: the rows are learners' personal data.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w", encoding=encoding, newline="") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, target)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
+            os.unlink(temporary)
         raise
     _fsync_directory(directory)
 
@@ -159,7 +154,11 @@ def export_command(
         (lambda rows, stream: write_csv(rows, stream, guard_formulas)) if file_format == "csv" else write_jsonl
     )
     try:
-        with terminate_as_interrupt(), SouthrockClient(url, public_key, secret) as client:
+        client = SouthrockClient(url, public_key, secret)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--url") from None
+    try:
+        with terminate_as_interrupt(), client:
             records = client.iter_enrolments(
                 orgcodes=orgcodes or None,
                 sdate=sdate.date() if sdate else None,

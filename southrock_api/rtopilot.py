@@ -19,7 +19,7 @@ import click
 import requests
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from southrock_api.client import full_jitter
@@ -86,7 +86,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
     )
 
 
-def progress_to_push() -> Any:
+def progress_to_push() -> ColumnElement[int]:
     """SQL expression of the progress RTOPilot should hold: 100 once COMPLETED, else SCH_PROGRESS."""
     return case((Enrolment.status == COMPLETED, 100), else_=Enrolment.progress)
 

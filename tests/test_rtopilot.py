@@ -249,22 +249,49 @@ def test_the_base_url_may_include_the_api_prefix(base: str, endpoint: str) -> No
     assert endpoint_url(base) == endpoint
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_sync_resumes_and_never_sends_a_success_twice(
-    backend: str, tmp_path: Path, fake: FakeRtopilot, signum: int
+def many_enrolments(session: Session, count: int = 24) -> dict[str, int]:
+    """Enrolments in progress at 1..count percent; return sch_id → progress."""
+    bu = factories.business_unit(session)
+    wu = factories.work_unit(session, bu)
+    course = factories.course(session)
+    expected = {}
+    for index in range(count):
+        row = factories.enrolment(session, factories.learner(session, wu), course, status="IN_PROGRESS", progress=index + 1)
+        expected[row.sch_id] = index + 1
+    session.commit()
+    return expected
+
+
+def test_ctrl_c_finishes_in_flight_pushes_and_the_next_run_resumes(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
 ) -> None:
+    expected = many_enrolments(session)
+
+    def ctrl_c(successes: int) -> None:
+        if successes == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    fake.after_success = ctrl_c
+    interrupted = sync(runner, "--concurrency", "3")
+    fake.after_success = lambda _successes: None
+    assert interrupted.exit_code == 128 + signal.SIGINT, interrupted.output
+    assert "interrupted" in interrupted.stderr
+    first = len(fake.accepted())
+    assert 6 <= first < len(expected)
+    # What RTOPilot acknowledged before the stop is recorded, so the next run does not resend it.
+    assert len([push for push in pushes(session).values() if push.pushed_progress is not None]) == first
+
+    resumed = sync(runner)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"sent {len(expected) - first}, unchanged {first}, failed 0, pending 0" in resumed.stdout
+    assert sorted(fake.accepted()) == sorted((sch_id, float(p)) for sch_id, p in expected.items())
+
+
+def test_a_killed_sync_resumes_and_never_sends_a_success_twice(backend: str, tmp_path: Path, fake: FakeRtopilot) -> None:
     with fresh_database(backend, tmp_path) as url:
-        app = migrated_app(url)
+        app = migrated_app(url, RTOPILOT_URL=fake.url, RTOPILOT_API_KEY=KEY)
         with get_database(app).session_factory() as session:
-            bu = factories.business_unit(session)
-            wu = factories.work_unit(session, bu)
-            course = factories.course(session)
-            expected = {}
-            for index in range(24):
-                row = factories.enrolment(session, factories.learner(session, wu), course, status="IN_PROGRESS", progress=index + 1)
-                expected[row.sch_id] = index + 1
-            session.commit()
-        dispose(app)
+            expected = many_enrolments(session)
         env = {
             **os.environ,
             "SOUTHROCK_DATABASE_URL": url,
@@ -272,24 +299,26 @@ def test_an_interrupted_sync_resumes_and_never_sends_a_success_twice(
             "SOUTHROCK_RTOPILOT_URL": fake.url,
             "SOUTHROCK_RTOPILOT_API_KEY": KEY,
         }
-        command = [str(SOUTHROCK), "rtopilot", "sync", "--no-progress", "--concurrency", "3"]
         process: list[subprocess.Popen[str]] = []
 
-        def interrupt(successes: int) -> None:
+        def kill(successes: int) -> None:
             if successes == 6:
-                process[0].send_signal(signum)
+                process[0].send_signal(signal.SIGTERM)
 
-        fake.after_success = interrupt
+        fake.after_success = kill
+        command = [str(SOUTHROCK), "rtopilot", "sync", "--no-progress", "--concurrency", "3"]
         process.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         out, err = process[0].communicate(timeout=60)
-        assert process[0].returncode == 128 + signum, out + err
-        assert "interrupted" in err
+        fake.after_success = lambda _successes: None
+        assert process[0].returncode == 128 + signal.SIGTERM, out + err
         first = len(fake.accepted())
         assert 6 <= first < len(expected)
 
-        fake.after_success = lambda _successes: None
-        resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        try:
+            resumed = app.test_cli_runner().invoke(args=["rtopilot", "sync", "--no-progress"])
+        finally:
+            dispose(app)
+        assert resumed.exit_code == 0, resumed.output
         assert f"sent {len(expected) - first}, unchanged {first}, failed 0, pending 0" in resumed.stdout
         # Every enrolment reached RTOPilot exactly once, with its final progress.
         assert sorted(fake.accepted()) == sorted((sch_id, float(p)) for sch_id, p in expected.items())

@@ -1,0 +1,257 @@
+"""southrock_api.client end to end against the real app served by gunicorn."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from southrock_api.client import EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.db import get_database
+from tests import factories
+from tests.databases import fresh_database
+from tests.servers import dispose, free_port, gunicorn, migrated_app
+
+pytestmark = pytest.mark.e2e
+
+COMPLETED_STUDENTS = 17
+COMPLETED_STAFF = 6
+
+
+class Site:
+    """A served database, its token and what it holds."""
+
+    def __init__(self, url: str, database_url: str, public_key: str, private_key: str) -> None:
+        self.url = url
+        self.database_url = database_url
+        self.public_key = public_key
+        self.private_key = private_key
+
+    def client(self, **kwargs: object) -> SouthrockClient:
+        """A client with this site's token."""
+        return SouthrockClient(self.url, self.public_key, self.private_key, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def seeded(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """A fresh database with two work units of completed enrolments; yields its URL and a token."""
+    with fresh_database(backend, tmp_path_factory.mktemp("client-db")) as database_url:
+        app = migrated_app(database_url)
+        with get_database(app).session_factory() as session:
+            bu = factories.business_unit(session, code="EDU", name="Education")
+            students = factories.work_unit(session, bu, code="UNIV-STUD", name="University - Students")
+            staff = factories.work_unit(session, bu, code="UNIV-STAFF", name="University - Staff")
+            course = factories.course(session, code="INFCRTL_GRP3", description="Robotic Control")
+            for index in range(COMPLETED_STUDENTS):
+                who = factories.learner(session, students, first_name="Zoë", surname=f"Ngô {index}")
+                factories.enrolment(session, who, course, completed_on=dt.date(2017, 1, 1) + dt.timedelta(days=index), score=Decimal("87.50"))
+            for index in range(COMPLETED_STAFF):
+                factories.enrolment(session, factories.learner(session, staff), course, completed_on=dt.date(2018, 6, 1 + index))
+            factories.enrolment(session, factories.learner(session, staff), course, status="IN_PROGRESS", progress=50)
+            issued = factories.token(session, bu)
+            session.commit()
+        dispose(app)
+        yield database_url, issued.public_key, issued.private_key
+
+
+@contextmanager
+def serve(database_url: str, tmp_path: Path, rate_limit: str) -> Iterator[str]:
+    """Serve a database with gunicorn at a given rate limit; yield the base URL."""
+    env = {
+        "SOUTHROCK_DATABASE_URL": database_url,
+        "SOUTHROCK_RATE_LIMIT": rate_limit,
+        # Each server counts in its own store, so tests never share a window by accident.
+        "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
+        "SOUTHROCK_GRACEFUL_TIMEOUT": "1",
+    }
+    with gunicorn(env, workers=2) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def site(seeded: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The seeded database behind gunicorn with a generous limit."""
+    database_url, public_key, private_key = seeded
+    with serve(database_url, tmp_path_factory.mktemp("fast"), "1000 per minute") as url:
+        yield Site(url, database_url, public_key, private_key)
+
+
+@pytest.fixture(scope="module")
+def tight_site(seeded: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same database behind a second gunicorn allowing 5 requests a second."""
+    database_url, public_key, private_key = seeded
+    with serve(database_url, tmp_path_factory.mktemp("tight"), "5 per 1 second") as url:
+        yield Site(url, database_url, public_key, private_key)
+
+
+class Recorder:
+    """An injected sleep that records each wait and really waits (the rate-limit window is real time)."""
+
+    def __init__(self, really_sleep: bool = True) -> None:
+        self.waits: list[float] = []
+        self.really_sleep = really_sleep
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.really_sleep:
+            time.sleep(seconds)
+
+
+def observed_session(statuses: list[int]) -> requests.Session:
+    """A requests session that notes every status it receives."""
+    session = requests.Session()
+    session.hooks["response"].append(lambda response, *_args, **_kwargs: statuses.append(response.status_code))
+    return session
+
+
+def fresh_window(site: Site) -> None:
+    """Wait until the site's rate-limit window has just restarted."""
+    response = requests.get(site.url + "/api/v1", auth=(site.public_key, site.private_key), timeout=10)
+    time.sleep(int(response.headers["X-Rate-Limit-Reset"]) + 0.05)
+
+
+def test_whoami_names_the_tokens_business_unit(site: Site) -> None:
+    with site.client() as client:
+        assert client.whoami() == {"ORGGRP_CODE": "EDU", "ORGGRP_NAME": "Education"}
+
+
+@pytest.mark.parametrize("base", ["{url}", "{url}/", "{url}/api/v1", "{url}/api"])
+def test_the_base_url_may_be_the_site_or_the_api(site: Site, base: str) -> None:
+    with SouthrockClient(base.format(url=site.url), site.public_key, site.private_key) as client:
+        assert client.whoami()["ORGGRP_CODE"] == "EDU"
+
+
+def test_iter_enrolments_follows_next_links_and_yields_typed_records(site: Site) -> None:
+    statuses: list[int] = []
+    with site.client(session=observed_session(statuses)) as client:
+        stream = client.iter_enrolments(page_size=5)
+        total = stream.total
+        records = list(stream)
+        whole = list(client.iter_enrolments(page_size=500))
+    assert total == COMPLETED_STUDENTS + COMPLETED_STAFF
+    # Reading the total fetched the first page, which iteration then used instead of refetching.
+    assert statuses == [200] * (5 + 1)
+    assert records == whole
+    assert [record.rnum for record in records] == list(range(1, total + 1))
+    student = next(record for record in records if record.org_code == "UNIV-STUD")
+    assert isinstance(student, EnrolmentRecord)
+    assert student.org_name == "University - Students"
+    assert student.crs_code == "INFCRTL_GRP3" and student.crs_desc == "Robotic Control"
+    assert student.lr_fname == "Zoë" and student.lr_sname.startswith("Ngô ")
+    assert student.lr_email.endswith("@example.test")
+    assert isinstance(student.sch_aedate, dt.date) and student.sch_score == Decimal("87.50")
+    with pytest.raises(AttributeError):
+        student.rnum = 0  # type: ignore[misc]
+
+
+def test_filters_are_sent_as_the_spec_names_them(site: Site) -> None:
+    with site.client() as client:
+        staff = list(client.iter_enrolments(orgcodes=["UNIV-STAFF"], page_size=4))
+        january = list(client.iter_enrolments(sdate=dt.date(2017, 1, 5), edate=dt.date(2017, 1, 9)))
+    assert len(staff) == COMPLETED_STAFF and {record.org_code for record in staff} == {"UNIV-STAFF"}
+    assert sorted(record.sch_aedate for record in january) == [dt.date(2017, 1, day) for day in range(5, 10)]  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("credentials", "arguments", "status", "code"),
+    [
+        ("wrong", {}, 401, "E1010"),
+        ("right", {"sdate": dt.date(2020, 1, 2), "edate": dt.date(2020, 1, 1)}, 400, "E3010"),
+    ],
+)
+def test_other_errors_raise_at_once_with_the_e_code(
+    site: Site, credentials: str, arguments: dict[str, dt.date], status: int, code: str
+) -> None:
+    sleep = Recorder(really_sleep=False)
+    private_key = site.private_key if credentials == "right" else "not-the-key"
+    with SouthrockClient(site.url, site.public_key, private_key, sleep=sleep) as client:
+        with pytest.raises(SouthrockApiError) as raised:
+            list(client.iter_enrolments(**arguments))  # type: ignore[arg-type]
+    assert (raised.value.status, raised.value.code) == (status, code)
+    assert raised.value.message
+    assert sleep.waits == []
+
+
+def test_connection_failures_are_retried_with_bounded_full_jitter_backoff() -> None:
+    sleep = Recorder(really_sleep=False)
+    client = SouthrockClient(
+        f"http://127.0.0.1:{free_port()}", "public", "private",
+        max_attempts=5, backoff_base=0.5, max_sleep=3.0, sleep=sleep, random_source=lambda: 1.0, timeout=2,
+    )
+    with client, pytest.raises(SouthrockApiError) as raised:
+        client.whoami()
+    assert raised.value.status is None and raised.value.code is None
+    # random 1.0 shows each ceiling: base * 2^n, capped at max_sleep; no sleep after the last attempt.
+    assert sleep.waits == [0.5, 1.0, 2.0, 3.0]
+
+
+def test_a_server_error_is_retried_and_then_succeeds(site: Site) -> None:
+    app = migrated_app(site.database_url)
+    engine = get_database(app).engine
+    statuses: list[int] = []
+
+    def repair(_seconds: float) -> None:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE data_state_away RENAME TO data_state"))
+
+    try:
+        # Hide a table every request reads: the real app answers 500 E9010 until it is back.
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE data_state RENAME TO data_state_away"))
+        with site.client(sleep=repair, session=observed_session(statuses)) as client:
+            assert client.whoami()["ORGGRP_CODE"] == "EDU"
+    finally:
+        dispose(app)
+    assert statuses == [500, 200]
+
+
+def test_the_client_waits_for_the_window_instead_of_hitting_429(tight_site: Site) -> None:
+    fresh_window(tight_site)
+    statuses: list[int] = []
+    sleep = Recorder()
+    with tight_site.client(sleep=sleep, session=observed_session(statuses)) as client:
+        assert client.whoami()["ORGGRP_CODE"] == "EDU"
+        records = list(client.iter_enrolments(page_size=2))
+    # 13 requests at 5 per window: the client waited for at least two new windows, never saw a 429.
+    assert 429 not in statuses and len(statuses) == 13
+    assert len([wait for wait in sleep.waits if wait > 0]) >= 2
+    assert [record.rnum for record in records] == list(range(1, COMPLETED_STUDENTS + COMPLETED_STAFF + 1))
+
+
+def test_a_429_from_a_window_spent_elsewhere_is_waited_out(tight_site: Site) -> None:
+    fresh_window(tight_site)
+    auth = (tight_site.public_key, tight_site.private_key)
+    # Another consumer on the site spends the whole window (spec §15: the limit is per site).
+    while requests.get(tight_site.url + "/api/v1", auth=auth, timeout=10).status_code != 429:
+        pass
+    statuses: list[int] = []
+    sleep = Recorder()
+    with tight_site.client(sleep=sleep, session=observed_session(statuses)) as client:
+        assert client.whoami()["ORGGRP_CODE"] == "EDU"
+    assert statuses == [429, 200]
+    assert len(sleep.waits) == 1
+
+
+def test_429s_that_never_end_give_up_after_max_attempts(tight_site: Site) -> None:
+    fresh_window(tight_site)
+    auth = (tight_site.public_key, tight_site.private_key)
+    while requests.get(tight_site.url + "/api/v1", auth=auth, timeout=10).status_code != 429:
+        pass
+    # Sleeping nothing keeps every retry inside the spent window.
+    with tight_site.client(sleep=Recorder(really_sleep=False), max_attempts=3) as client:
+        with pytest.raises(SouthrockApiError) as raised:
+            client.whoami()
+    assert (raised.value.status, raised.value.code) == (429, "E1030")
+
+
+@pytest.mark.parametrize("base", ["http://yoursite.southrock.com", "yoursite.southrock.com", "ftp://yoursite.southrock.com"])
+def test_only_https_urls_are_accepted_away_from_localhost(base: str) -> None:
+    with pytest.raises(ValueError):
+        SouthrockClient(base, "public", "private")
