@@ -1,20 +1,29 @@
-"""gunicorn settings, read from the environment with production defaults."""
+"""gunicorn settings, read from SOUTHROCK_* environment variables with production defaults."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from typing import Any
 
 bind = os.environ.get("SOUTHROCK_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("SOUTHROCK_WORKERS", min(4, multiprocessing.cpu_count() * 2 + 1)))
-threads = int(os.environ.get("SOUTHROCK_THREADS", "1"))
+# Requests wait on the database, not the CPU: two processes a core, capped so that the
+# connections of one host stay well inside PostgreSQL's max_connections (see docs/deployment.md).
+workers = int(os.environ.get("SOUTHROCK_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# More than one thread makes gunicorn use its gthread worker, which keeps connections alive
+# between requests (the sync worker closes every connection after one response).
+threads = int(os.environ.get("SOUTHROCK_THREADS", "4"))
 timeout = int(os.environ.get("SOUTHROCK_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("SOUTHROCK_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("SOUTHROCK_KEEPALIVE", "5"))
-# The application decides which proxies to believe (SOUTHROCK_TRUSTED_PROXIES); gunicorn must not
-# rewrite the scheme on its own say-so.
+# Recycle workers now and then so that a slow leak can never grow without bound.
+max_requests = int(os.environ.get("SOUTHROCK_MAX_REQUESTS", "10000"))
+max_requests_jitter = max_requests // 10
+# The application decides which proxies to believe (SOUTHROCK_TRUSTED_PROXIES, see proxy.py):
+# gunicorn trusts the same peers but may not rewrite the scheme or the script path itself.
+forwarded_allow_ips = os.environ.get("SOUTHROCK_TRUSTED_PROXIES", "")
 secure_scheme_headers: dict[str, str] = {}
-forwarded_allow_ips = os.environ.get("SOUTHROCK_TRUSTED_PROXIES", "127.0.0.1")
+forwarder_headers = ""
 # One control socket per user would collide between several servers on one host.
 control_socket_disable = True
 accesslog = None  # the application writes one structured line per request itself
@@ -25,8 +34,17 @@ limit_request_line = 8190
 limit_request_field_size = 8190
 
 
-def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """Drop connection pools inherited from the master (only populated with --preload)."""
-    app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions") and "southrock_db" in app.extensions:
-        app.extensions["southrock_db"].dispose()
+def post_fork(server: Any, worker: Any) -> None:
+    """Drop connection pools a preloaded app (--preload) carried over from the master."""
+    app = worker.app.callable  # None unless the master loaded the app before forking
+    if app is None:
+        return
+    from southrock_api.db import get_database
+    from southrock_api.ratelimit import get_limiter
+    from southrock_api.ratelimit_store import SQLStorage
+
+    get_database(app).dispose()
+    storage = get_limiter(app).storage
+    if isinstance(storage, SQLStorage):
+        storage.dispose()
+    # Redis connection pools notice the new process id and reconnect by themselves.

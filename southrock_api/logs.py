@@ -10,7 +10,11 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from southrock_api.proxy import TRUSTED_PEER
+
 access_log = logging.getLogger("southrock_api.access")
+# The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
+LOGGERS = ("southrock_api", "flask-limiter")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -32,8 +36,9 @@ class JsonFormatter(logging.Formatter):
 
 def _start() -> None:
     g.started = time.perf_counter()
-    incoming = request.headers.get("X-Request-Id", "")
-    # An id from the proxy is kept only if it is short and plain; otherwise we make our own.
+    # Only a trusted proxy may name the request (a client could otherwise forge log correlation),
+    # and only with a short, plain id; otherwise we make our own.
+    incoming = request.headers.get("X-Request-Id", "") if request.environ.get(TRUSTED_PEER) else ""
     g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
@@ -59,13 +64,14 @@ def _finish(response: Response) -> Response:
 
 
 def configure_logging(level: str) -> None:
-    """Send this package's logs to stderr as JSON lines."""
-    root = logging.getLogger("southrock_api")
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    root.setLevel(level)
+    """Send this package's and the limiter's logs to stderr as JSON lines."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonFormatter())
+            logger.addHandler(handler)
+        logger.setLevel(level)
 
 
 def init_app(app: Flask) -> None:

@@ -8,6 +8,9 @@ from typing import Any, Callable, Iterable
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+# Set in the WSGI environ when the peer is a trusted proxy, so later code may believe its headers.
+TRUSTED_PEER = "southrock.trusted_proxy"
+
 
 class TrustedProxyFix:
     """Apply werkzeug's ProxyFix only to requests whose peer is a trusted proxy."""
@@ -32,6 +35,7 @@ class TrustedProxyFix:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self._trusted(environ.get("REMOTE_ADDR")):
+            environ[TRUSTED_PEER] = True
             return self.fixed(environ, start_response)
         return self.app(environ, start_response)
 

@@ -91,8 +91,8 @@ def site_window() -> Window | None:
         item = parse(current_app.config["RATE_LIMIT"])
         stats = limiter.limiter.get_window_stats(item, _prefix(), SITE_KEY, SITE_SCOPE)
         return Window(item.amount, stats.remaining, stats.reset_time)
-    except Exception:  # noqa: BLE001  (a broken store must never break a response)
-        _store_failed(limiter, "reading the window")
+    except Exception as error:  # noqa: BLE001  (a broken store must never break a response)
+        _store_failed(limiter, "reading the window", error)
         return None
 
 
@@ -115,9 +115,14 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
-def _store_failed(limiter: Limiter, action: str) -> None:
+def _store_failed(limiter: Limiter, action: str, error: Exception) -> None:
     """Log a store failure and count in process memory until flask-limiter sees the store again."""
-    log.warning("rate-limit store unreachable while %s: counting in process memory", action)
+    # Only the exception's type: its text may carry the store's URI, password included.
+    log.warning(
+        "rate-limit store unreachable while %s (%s): counting in process memory",
+        action,
+        type(error).__name__,
+    )
     # flask-limiter switches to its in-memory fallback only when its own check fails; switching
     # here too means requests it never checks (failed authentications) stop waiting on a dead
     # store. Its recovery probe (exponential backoff, at most ~32 s) switches back.
@@ -141,8 +146,8 @@ def check_auth_failures(client: str) -> None:
         if allowed:
             return
         stats = limiter.limiter.get_window_stats(item, _prefix(), client, AUTH_FAILURE_SCOPE)
-    except Exception:  # noqa: BLE001
-        _store_failed(limiter, "checking authentication failures")
+    except Exception as error:  # noqa: BLE001
+        _store_failed(limiter, "checking authentication failures", error)
         return
     retry = max(1, math.ceil(stats.reset_time - time.time()))
     raise ApiError(
@@ -157,5 +162,5 @@ def record_auth_failure(client: str) -> None:
     limiter = get_limiter()
     try:
         limiter.limiter.hit(_auth_failure_item(), _prefix(), client, AUTH_FAILURE_SCOPE)
-    except Exception:  # noqa: BLE001
-        _store_failed(limiter, "recording an authentication failure")
+    except Exception as error:  # noqa: BLE001
+        _store_failed(limiter, "recording an authentication failure", error)

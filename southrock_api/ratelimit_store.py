@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, case, delete, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, case, delete, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from southrock_api.db import make_engine
 
@@ -39,9 +40,24 @@ class SQLStorage(Storage):
         return SQLAlchemyError
 
     def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            _metadata.create_all(self.engine, checkfirst=True)
-            self._schema_ready = True
+        if self._schema_ready:
+            return
+        # IF NOT EXISTS rather than check-then-create: a check would open a read transaction
+        # that SQLite cannot upgrade to a write while another worker creates the table.
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(CreateTable(counters, if_not_exists=True))
+                for index in counters.indexes:
+                    connection.execute(CreateIndex(index, if_not_exists=True))
+        except SQLAlchemyError:
+            # PostgreSQL may still refuse the loser of two simultaneous creations; that is fine.
+            if not inspect(self.engine).has_table(counters.name):
+                raise
+        self._schema_ready = True
+
+    def dispose(self) -> None:
+        """Drop pooled connections (after a fork they belong to the parent)."""
+        self.engine.dispose(close=False)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add amount to the key's window, starting a new window when the old one has ended."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import psycopg
+import pytest
 import redis
 
 POSTGRES_ADMIN_URL = os.environ.get("SOUTHROCK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -58,3 +59,15 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def postgres_database(directory: Path) -> Iterator[str]:
+    """Yield a fresh PostgreSQL database whatever the run targets; skip without one (fail in CI)."""
+    if not postgres_available():
+        message = "PostgreSQL is not reachable at " + POSTGRES_ADMIN_URL
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    with fresh_database("postgresql", directory) as url:
+        yield url

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,8 @@ from flask import Flask
 
 from southrock_api import create_app, schema
 from southrock_api.db import get_database
+from southrock_api.tokens import IssuedToken
+from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +42,18 @@ def migrated_app(database_url: str, **config: object) -> Flask:
 def dispose(app: Flask) -> None:
     """Release an arranging app's connections (so its database can be dropped)."""
     get_database(app).engine.dispose()
+
+
+def seeded_token(database_url: str) -> IssuedToken:
+    """Migrate a fresh database, add one business unit and a token for it; return the token."""
+    app = migrated_app(database_url)
+    try:
+        with get_database(app).session_factory() as session:
+            issued = factories.token(session, factories.business_unit(session))
+            session.commit()
+    finally:
+        dispose(app)
+    return issued
 
 
 @contextmanager
@@ -83,7 +99,129 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
         try:
             if requests.get(base_url + "/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or listening while the workers still boot
         time.sleep(0.1)
     raise RuntimeError("gunicorn did not become ready within 30 s")
+
+
+class TcpProxy:
+    """A TCP forwarder on a local port that a test can stop and start, to cut a server off."""
+
+    def __init__(self, upstream: tuple[str, int], port: int | None = None) -> None:
+        self.upstream = upstream
+        self.port = port or free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Listen and forward every connection to the upstream."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop listening and cut every forwarded connection, as if the server went away."""
+        if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not.
+            self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@contextmanager
+def silent_server(port: int) -> Iterator[None]:
+    """Accept TCP connections on a port and never answer: a hung server."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join()
+        for sock in accepted:
+            sock.close()
+
+
+@contextmanager
+def redis_server(port: int) -> Iterator[str]:
+    """Run a throwaway, non-persistent redis-server on a port; yield its URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed")
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

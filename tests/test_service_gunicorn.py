@@ -1,0 +1,130 @@
+"""gunicorn.conf.py: settings from the environment, pools dropped after fork, keep-alive."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import runpy
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from flask import Flask
+
+from southrock_api import create_app
+from southrock_api.db import get_database
+from southrock_api.ratelimit import get_limiter
+from tests import databases
+from tests.servers import ROOT, dispose, gunicorn, seeded_token
+
+CONFIG = ROOT / "gunicorn.conf.py"
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, object]:
+    """Evaluate gunicorn.conf.py with exactly the given SOUTHROCK_* variables set."""
+    for name in list(os.environ):
+        if name.startswith("SOUTHROCK_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(CONFIG))
+
+
+def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, {})
+    assert settings["bind"] == "127.0.0.1:8000"
+    assert 1 <= int(settings["workers"]) <= 4  # type: ignore[call-overload]
+    assert settings["threads"] == 4  # gthread: keep-alive works
+    assert settings["timeout"] == 30
+    assert settings["forwarded_allow_ips"] == ""  # no proxy is trusted until one is named
+    assert settings["secure_scheme_headers"] == {}
+    assert settings["accesslog"] is None  # the application writes the access log
+
+
+def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(
+        monkeypatch,
+        {
+            "SOUTHROCK_BIND": "0.0.0.0:9000",
+            "SOUTHROCK_WORKERS": "8",
+            "SOUTHROCK_THREADS": "2",
+            "SOUTHROCK_TIMEOUT": "60",
+            "SOUTHROCK_GRACEFUL_TIMEOUT": "20",
+            "SOUTHROCK_KEEPALIVE": "10",
+            "SOUTHROCK_MAX_REQUESTS": "500",
+            "SOUTHROCK_TRUSTED_PROXIES": "10.0.0.0/8,192.0.2.1",
+            "SOUTHROCK_LOG_LEVEL": "WARNING",
+        },
+    )
+    expected = {
+        "bind": "0.0.0.0:9000",
+        "workers": 8,
+        "threads": 2,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "keepalive": 10,
+        "max_requests": 500,
+        "max_requests_jitter": 50,
+        "forwarded_allow_ips": "10.0.0.0/8,192.0.2.1",
+        "loglevel": "warning",
+    }
+    assert {name: settings[name] for name in expected} == expected
+
+
+def _app_with_pooled_connections(tmp_path: Path) -> Flask:
+    # SQLite: dropping a pool without closing it is silent there, as it must be in a forked child.
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
+            "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
+        }
+    )
+    for engine in (get_database(app).engine, get_limiter(app).storage.engine):  # type: ignore[attr-defined]
+        with engine.connect():
+            pass
+        assert engine.pool.checkedin() == 1
+    return app
+
+
+def test_post_fork_drops_the_pools_a_preloaded_app_inherited(tmp_path: Path) -> None:
+    app = _app_with_pooled_connections(tmp_path)
+    post_fork = runpy.run_path(str(CONFIG))["post_fork"]
+    # gunicorn's worker carries the preloaded app as worker.app.callable (None without --preload).
+    post_fork(None, SimpleNamespace(app=SimpleNamespace(callable=app)))
+    assert get_database(app).engine.pool.checkedin() == 0
+    assert get_limiter(app).storage.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    post_fork(None, SimpleNamespace(app=SimpleNamespace(callable=None)))
+    dispose(app)
+
+
+@pytest.mark.e2e
+def test_preloaded_threaded_workers_serve_concurrently_with_keep_alive(backend: str, tmp_path: Path) -> None:
+    """--preload, 2 workers x 4 threads, on the run's database: every request succeeds."""
+    with databases.fresh_database(backend, tmp_path) as database_url:
+        issued = seeded_token(database_url)
+        env = {
+            "SOUTHROCK_DATABASE_URL": database_url,
+            "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
+        }
+        with gunicorn(env, workers=2, extra_args=("--preload",)) as base_url:
+            headers = {"Authorization": issued.authorization}
+
+            def get(_: int) -> int:
+                return requests.get(base_url + "/api/v1/enrolments", headers=headers, timeout=10).status_code
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                assert set(pool.map(get, range(30))) == {200}
+            parts = urlsplit(base_url)
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+            try:
+                for _ in range(3):
+                    connection.request("GET", "/api/v1", headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    assert response.status == 200
+                    assert not response.will_close  # the same connection serves the next request
+            finally:
+                connection.close()

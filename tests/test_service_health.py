@@ -1,0 +1,97 @@
+"""/healthz and /readyz: outside /api, unauthenticated, never rate limited, honest about outages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from southrock_api import create_app
+from southrock_api.tokens import IssuedToken
+from tests import databases
+from tests.servers import dispose, free_port, gunicorn, seeded_token
+
+SITE_LIMIT = 5
+
+
+@pytest.fixture(scope="module")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken]]:
+    """A gunicorn server with a small site bucket, and a token for it."""
+    directory = tmp_path_factory.mktemp("health")
+    with databases.fresh_database(backend, directory) as database_url:
+        issued = seeded_token(database_url)
+        env = {
+            "SOUTHROCK_DATABASE_URL": database_url,
+            "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
+            "SOUTHROCK_RATE_LIMIT": f"{SITE_LIMIT} per minute",
+        }
+        with gunicorn(env, workers=2) as base_url:
+            yield base_url, issued
+
+
+def _remaining(base_url: str, issued: IssuedToken) -> int:
+    response = requests.get(base_url + "/api/v1", headers={"Authorization": issued.authorization}, timeout=10)
+    assert response.status_code == 200
+    return int(response.headers["X-Rate-Limit-Remaining"])
+
+
+def _probe_many(base_url: str) -> None:
+    for number in range(100):
+        response = requests.get(base_url + ("/healthz", "/readyz")[number % 2], timeout=10)
+        assert response.status_code == 200
+        assert "X-Rate-Limit-Remaining" not in response.headers
+
+
+@pytest.mark.e2e
+def test_probes_answer_without_credentials(server: tuple[str, IssuedToken]) -> None:
+    base_url, _ = server
+    health = requests.get(base_url + "/healthz", timeout=10)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    ready = requests.get(base_url + "/readyz", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"database": True, "ratelimit_store": True}}
+    assert ready.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.e2e
+def test_probes_never_spend_or_meet_the_site_bucket(server: tuple[str, IssuedToken]) -> None:
+    base_url, issued = server
+    before = _remaining(base_url, issued)
+    _probe_many(base_url)
+    assert _remaining(base_url, issued) == before - 1
+    # Empty the bucket: the API says 429, the probes still say 200.
+    statuses = [
+        requests.get(base_url + "/api/v1", headers={"Authorization": issued.authorization}, timeout=10).status_code
+        for _ in range(SITE_LIMIT)
+    ]
+    assert statuses[-1] == 429
+    _probe_many(base_url)
+
+
+@pytest.mark.parametrize(
+    ("config", "failing"),
+    [
+        ({"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:{port}/0"}, "ratelimit_store"),
+        ({"RATELIMIT_STORAGE_URI": "postgresql+psycopg://postgres@127.0.0.1:{port}/none"}, "ratelimit_store"),
+        ({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:{port}/none"}, "database"),
+    ],
+)
+def test_readyz_is_503_while_a_dependency_is_unreachable(
+    config: dict[str, str], failing: str, database_url: str
+) -> None:
+    """Each dependency on a port where nothing listens; liveness stays 200."""
+    port = free_port()
+    settings = {"DATABASE_URL": database_url, "RATELIMIT_STORAGE_URI": "memory://", "TESTING": True}
+    settings.update({name: value.format(port=port) for name, value in config.items()})
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.get_json()["status"] == "unavailable"
+        assert response.get_json()["checks"][failing] is False
+        assert client.get("/healthz").status_code == 200
+    finally:
+        dispose(app)
