@@ -133,6 +133,15 @@ def _read_clipboard(driver: object) -> str:
     )
 
 
+def _console_problems(driver: object) -> list[dict[str, object]]:
+    """Console errors and warnings since the last call (a CSP violation would be one)."""
+    return [
+        entry
+        for entry in driver.get_log("browser")  # type: ignore[attr-defined]
+        if entry["level"] in ("SEVERE", "WARNING")
+    ]
+
+
 def _grant_clipboard(driver: object, base_url: str) -> None:
     driver.execute_cdp_cmd(  # type: ignore[attr-defined]
         "Browser.grantPermissions",
@@ -173,12 +182,7 @@ def test_page_renders_every_endpoint_parameter_and_error(
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(tmp_path / SCREENSHOT.name, SCREENSHOT)
     browser.set_window_size(1280, 1600)  # type: ignore[attr-defined]
-    problems = [
-        entry
-        for entry in browser.get_log("browser")  # type: ignore[attr-defined]
-        if entry["level"] in ("SEVERE", "WARNING")
-    ]
-    assert problems == []
+    assert _console_problems(browser) == []
 
 
 def test_copy_button_puts_the_example_on_the_clipboard(
@@ -193,7 +197,7 @@ def test_copy_button_puts_the_example_on_the_clipboard(
     assert _read_clipboard(browser) == code
     python_code = _click_copy(browser, "listEnrolments", "python")
     assert _read_clipboard(browser) == python_code
-    assert browser.get_log("browser") == []  # type: ignore[attr-defined]
+    assert _console_problems(browser) == []
 
 
 def test_copy_falls_back_when_the_clipboard_api_is_denied(
