@@ -73,8 +73,12 @@ def _authenticate() -> Response | None:
 def _etag(principal: Principal, data_version: str) -> str | None:
     try:
         pairs = paging.parse_query(request.query_string)
+        if request.endpoint == "api.list_enrolments":
+            _parse_arguments(pairs)
     except ApiError:
-        return None  # the view reports it, after the request has been counted
+        # No ETag, so no 304 (not even for `If-None-Match: *`): the view reports the error after
+        # the request has been counted (RFC 9110 §13.2.1: preconditions apply to 2xx answers only).
+        return None
     # spec §5.1a: parameter order never matters, so it does not change the ETag either.
     pairs = sorted((name, value) for name, value in pairs if name != "after")
     return paging.fingerprint(
