@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -148,7 +148,8 @@ class EnrolmentStream:
             self._total = int(total)
         self._buffer.extend(EnrolmentRecord.from_json(row) for row in response.json())
         # spec §12: no next link means the end has been reached.
-        self._next_url = response.links.get("next", {}).get("url")
+        link = response.links.get("next", {}).get("url")
+        self._next_url = self._client._on_our_origin(link) if link else None
 
 
 class SouthrockClient:
@@ -218,6 +219,12 @@ class SouthrockClient:
         if edate is not None:
             params["EDATE"] = edate.isoformat()
         return EnrolmentStream(self, self.api_url + "/enrolments", params)
+
+    def _on_our_origin(self, url: str) -> str:
+        # The credentials go only to the host the caller chose, whatever host a link names: behind a
+        # proxy the server may write another name (internal, or forged through X-Forwarded-Host).
+        ours, link = urlsplit(self.api_url), urlsplit(url)
+        return urlunsplit((ours.scheme, ours.netloc, link.path, link.query, ""))
 
     def _get(self, url: str, params: dict[str, Any] | None) -> requests.Response:
         """GET with rate-limit waits and bounded retries; raise SouthrockApiError on failure."""

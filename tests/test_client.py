@@ -70,6 +70,8 @@ def serve(database_url: str, tmp_path: Path, rate_limit: str) -> Iterator[str]:
         # Each server counts in its own store, so tests never share a window by accident.
         "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
         "SOUTHROCK_GRACEFUL_TIMEOUT": "1",
+        # The test process may act as a proxy (X-Forwarded-Host) towards these servers.
+        "SOUTHROCK_TRUSTED_PROXIES": "127.0.0.1",
     }
     with gunicorn(env, workers=2) as url:
         yield url
@@ -255,3 +257,17 @@ def test_429s_that_never_end_give_up_after_max_attempts(tight_site: Site) -> Non
 def test_only_https_urls_are_accepted_away_from_localhost(base: str) -> None:
     with pytest.raises(ValueError):
         SouthrockClient(base, "public", "private")
+
+
+def test_next_links_are_followed_on_the_clients_own_origin(site: Site) -> None:
+    statuses: list[int] = []
+    seen: list[str] = []
+    session = observed_session(statuses)
+    session.hooks["response"].append(lambda response, *_args, **_kwargs: seen.append(response.url))
+    # Through a proxy the server names its public address in links; the credentials still go only
+    # to the address the client was given.
+    session.headers.update({"X-Forwarded-Host": "elsewhere.invalid", "X-Forwarded-Proto": "https"})
+    with site.client(session=session) as client:
+        stream = client.iter_enrolments(page_size=10)
+        assert len(list(stream)) == COMPLETED_STUDENTS + COMPLETED_STAFF
+    assert len(seen) == 3 and all(url.startswith(site.url + "/api/v1/enrolments?") for url in seen)
