@@ -34,6 +34,8 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # How often the main thread looks up from waiting, so a signal is acted on promptly.
 POLL_SECONDS = 0.2
+# Longest error text kept against an enrolment: enough for RTOPilot's messages, never a whole page.
+MAX_ERROR_LENGTH = 500
 
 
 class ConfigError(click.ClickException):
@@ -221,9 +223,10 @@ def _error_message(response: requests.Response) -> str:
     # RTOPilot errors are {"title": ..., "message": ...}; anything else is summarised, not echoed whole.
     try:
         data = response.json()
-        return str(data.get("message") or data.get("title"))
+        message = str(data.get("message") or data.get("title"))
     except (ValueError, AttributeError):
-        return response.reason or "no message"
+        message = response.reason or "no message"
+    return message[:MAX_ERROR_LENGTH]
 
 
 def record(session: Session, result: PushResult, now: dt.datetime) -> None:
