@@ -71,7 +71,7 @@ def configure_logging(level: str) -> None:
             handler = logging.StreamHandler()
             handler.setFormatter(JsonFormatter())
             logger.addHandler(handler)
-        logger.setLevel(level)
+        logger.setLevel(level.upper())  # gunicorn shares SOUTHROCK_LOG_LEVEL and takes "info"
 
 
 def init_app(app: Flask) -> None:

@@ -36,6 +36,8 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
             "SOUTHROCK_DATABASE_URL": database_url,
             "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
             "SOUTHROCK_TRUSTED_PROXIES": PROXY_ADDRESS,
+            # gunicorn and the application share this variable; gunicorn's spelling must work.
+            "SOUTHROCK_LOG_LEVEL": "info",
         }
         with gunicorn(env, workers=2, log_path=log_path) as base_url:
             yield base_url, issued, log_path
