@@ -7,9 +7,9 @@ import os
 from typing import Any
 
 bind = os.environ.get("SOUTHROCK_BIND", "127.0.0.1:8000")
-# Requests wait on the database, not the CPU: two processes a core, capped so that the
-# connections of one host stay well inside PostgreSQL's max_connections (see docs/deployment.md).
-workers = int(os.environ.get("SOUTHROCK_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# gunicorn's usual 2 x cores + 1, capped so that the connections of one host stay well inside
+# PostgreSQL's max_connections (see docs/deployment.md, Sizing).
+workers = int(os.environ.get("SOUTHROCK_WORKERS", min(4, multiprocessing.cpu_count() * 2 + 1)))
 # More than one thread makes gunicorn use its gthread worker, which keeps connections alive
 # between requests (the sync worker closes every connection after one response).
 threads = int(os.environ.get("SOUTHROCK_THREADS", "4"))
