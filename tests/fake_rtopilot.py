@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 ENDPOINT = "/api/enrolments/lms-progress"
 
@@ -22,7 +23,7 @@ class Received:
 
 
 class FakeRtopilot:
-    """Bearer check (401), body validation (400), monotonic progress, injectable 500s and dropped connections."""
+    """Bearer check (401), body validation (400), monotonic progress; injectable 500s, dropped and hung connections."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
@@ -31,6 +32,8 @@ class FakeRtopilot:
         self.fail_with_500 = 0  # answer the next N valid requests with 500
         self.always_500_for: set[str] = set()  # these ids get 500 every time
         self.drop_connections = 0  # close the next N connections without answering
+        self.hang_next = 0  # hold the next N requests for hang_seconds, then close without answering
+        self.hang_seconds = 1.0
         self.after_success: Callable[[int], None] = lambda _count: None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -97,9 +100,13 @@ class FakeRtopilot:
 
             def do_PUT(self) -> None:  # noqa: N802  (http.server's naming)
                 with fake._lock:
-                    drop = fake.drop_connections > 0
-                    fake.drop_connections = max(0, fake.drop_connections - 1)
-                if drop:
+                    hang = fake.hang_next > 0
+                    fake.hang_next = max(0, fake.hang_next - 1)
+                    drop = not hang and fake.drop_connections > 0
+                    fake.drop_connections = max(0, fake.drop_connections - (not hang))
+                if hang:
+                    time.sleep(fake.hang_seconds)
+                if hang or drop:
                     self.close_connection = True
                     return
                 status, payload = fake._handle(self)

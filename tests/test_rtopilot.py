@@ -145,12 +145,16 @@ def test_a_400_is_recorded_and_the_run_continues(
     assert {sch_id for sch_id, _ in fake.accepted()} == set(expected)
 
 
-def test_500s_are_retried_until_they_succeed(
+def test_500s_dropped_and_hung_connections_are_retried_until_they_succeed(
     pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
 ) -> None:
     expected = make_enrolments(session)
+    # More attempts than injected failures, so no enrolment can run out whatever the interleaving.
+    pushing_app.config.update(RTOPILOT_TIMEOUT=0.3, RTOPILOT_MAX_ATTEMPTS=7)
     fake.fail_with_500 = 3
     fake.drop_connections = 2
+    fake.hang_next = 1
+    fake.hang_seconds = 0.6
 
     result = sync(runner)
     assert result.exit_code == 0, result.output
