@@ -2,24 +2,46 @@
 
 Rows are ordered by work unit code, course code, learner id and SCH_ID. Because
 ORG_CODE leads the order, the result is the visible work units in code order,
-each contributing one range of the `ix_enrolments_report` index. Per-unit row
-counts (cached per data version and date range) locate any `start` without
-scanning the rows before it, and give X-Total-Count without a COUNT per page.
+each contributing one range of the covering `ix_enrolments_report` index.
+Per-unit row counts (cached per data version and date range) locate any `start`
+without reading the rows before it, give X-Total-Count without a COUNT per page,
+and say exactly how many rows each unit on the page contributes; the page is
+then one statement: one LIMITed index range per unit, OFFSET only inside the
+first, joined to learners and courses for the names. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterator
+from itertools import accumulate
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import (
+    Date,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.engine import Compiled, Connection, Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from southrock_api.models import COMPLETED, Course, Enrolment, Learner
+from southrock_api.schemas import enrolment_renderer
 from southrock_api.visibility import WorkUnitInfo
 
 
@@ -42,33 +64,35 @@ class SortKey:
 
 
 @dataclass(frozen=True)
-class EnrolmentRow:
-    """One row of the report, before it is rendered as JSON."""
+class Page:
+    """One page of the report as EnrolmentSchema dumps it, the result's size and the last row's key.
 
-    rnum: int
-    org_code: str
-    org_name: str
-    crs_code: str
-    crs_desc: str
-    lr_id: str
-    lr_sname: str
-    lr_fname: str
-    lr_email: str
-    completed_on: dt.date
-    score: Decimal
-    sch_id: str
+    Each row holds the dumped values in the order of `enrolment_renderer.keys`;
+    `enrolment_renderer.json_array(rows)` is the response body.
+    """
+
+    rows: list[tuple[Any, ...]]
+    total: int
+    last: SortKey | None
 
 
 @dataclass(frozen=True)
-class Page:
-    """One page of the report and the size of the whole result."""
+class _Slice:
+    """The rows one work unit contributes to a page: `take` rows after `offset` or after `after`."""
 
-    rows: list[EnrolmentRow]
-    total: int
+    unit: WorkUnitInfo
+    offset: int
+    take: int
+    after: SortKey | None
+
+
+# Written into the SQL, not bound: only then may a planner use the partial indexes
+# (WHERE status = 'COMPLETED') for every execution of a prepared statement.
+_IS_COMPLETED = Enrolment.status == literal_column(f"'{COMPLETED}'", String)
 
 
 def _completed(query: Select, filters: Filters) -> Select:  # type: ignore[type-arg]
-    query = query.where(Enrolment.status == COMPLETED)
+    query = query.where(_IS_COMPLETED)
     if filters.sdate is not None:
         query = query.where(Enrolment.completed_on >= filters.sdate)
     if filters.edate is not None:
@@ -79,22 +103,24 @@ def _completed(query: Select, filters: Filters) -> Select:  # type: ignore[type-
 class _CountCache:
     """Per-work-unit row counts keyed by (data version, filters); a small LRU per process."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 32) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, Filters], dict[int, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, session: Session, data_version: str, filters: Filters) -> dict[int, int]:
+        """Return {work unit id: completed rows in the date range}, counting on a miss only."""
         key = (data_version, filters)
         with self._lock:
             counts = self._entries.get(key)
             if counts is not None:
                 self._entries.move_to_end(key)
                 return counts
+        # One index-only pass over ix_enrolments_completed_on (work_unit_id, completed_on).
         query = _completed(
             select(Enrolment.work_unit_id, func.count()).group_by(Enrolment.work_unit_id), filters
         )
-        counts = {unit_id: count for unit_id, count in session.execute(query)}
+        counts = {unit_id: count for unit_id, count in session.connection().execute(query)}
         with self._lock:
             self._entries[key] = counts
             while len(self._entries) > self._size:
@@ -105,41 +131,191 @@ class _CountCache:
 unit_counts = _CountCache()
 
 
-def _unit_rows(
-    session: Session,
-    unit: WorkUnitInfo,
-    filters: Filters,
-    offset: int,
-    limit: int,
-    after: SortKey | None,
-) -> Iterator[tuple]:  # type: ignore[type-arg]
-    query = _completed(
+def _plan(
+    units: list[WorkUnitInfo], sizes: list[int], ends: list[int], start: int, limit: int, after: SortKey | None
+) -> list[_Slice]:
+    """Split rows start..start+limit-1 into per-unit slices using the units' row counts."""
+    index = bisect_right(ends, start - 1)  # the unit holding row `start`
+    if index == len(units):
+        return []
+    skip = start - 1 - (ends[index - 1] if index else 0)
+    # A cursor for row start-1 in the same unit seeks to it instead of skipping `skip` rows.
+    resume = after if after is not None and units[index].code == after.org_code else None
+    slices = []
+    remaining = limit
+    while index < len(units) and remaining:
+        take = min(sizes[index] - skip, remaining)
+        if take > 0:
+            slices.append(_Slice(units[index], 0 if resume else skip, take, resume))
+            remaining -= take
+        skip, resume = 0, None
+        index += 1
+    return slices
+
+
+class _unindexed(FunctionElement[dt.date]):
+    """A date column that SQLite must not choose an index for (rendered `+column` there).
+
+    For a date range SQLite would otherwise read ix_enrolments_completed_on, fetch each
+    row from the table and sort the unit's rows; ix_enrolments_report yields them in
+    order, covered, and stops after `take`.
+    """
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(_unindexed)
+def _compile_unindexed(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_unindexed, "sqlite")
+def _compile_unindexed_sqlite(element: _unindexed, compiler: Any, **kw: Any) -> str:
+    # SQLite's documented way to keep a term from using an index: a unary plus.
+    return "+" + str(compiler.process(element.clauses, **kw))
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a page statement's SQL depends on; its values are bound parameters."""
+
+    slices: int
+    first_offset: bool
+    first_after: bool
+    sdate: bool
+    edate: bool
+
+
+def _branch(position: int, shape: _Shape) -> Select:  # type: ignore[type-arg]
+    """One unit's slice: an index-only range of ix_enrolments_report."""
+    query = select(
+        literal_column(str(position), Integer).label("position"),
+        Enrolment.crs_code,
+        Enrolment.lr_id,
+        Enrolment.sch_id,
+        # Fetched raw: ISO text from SQLite, a date from psycopg; the renderer takes both.
+        Enrolment.completed_on,
+        Enrolment.score_hundredths,
+        Enrolment.learner_id,
+        Enrolment.course_id,
+    ).where(Enrolment.work_unit_id == bindparam(f"unit_{position}"), _IS_COMPLETED)
+    if shape.sdate:
+        query = query.where(_unindexed(Enrolment.completed_on) >= bindparam("sdate", type_=Date))
+    if shape.edate:
+        query = query.where(_unindexed(Enrolment.completed_on) <= bindparam("edate", type_=Date))
+    if position == 0 and shape.first_after:
+        query = query.where(
+            tuple_(Enrolment.crs_code, Enrolment.lr_id, Enrolment.sch_id)
+            > tuple_(
+                bindparam("after_crs_code", type_=String),
+                bindparam("after_lr_id", type_=String),
+                bindparam("after_sch_id", type_=String),
+            )
+        )
+    query = query.order_by(Enrolment.crs_code, Enrolment.lr_id, Enrolment.sch_id)
+    query = query.limit(bindparam(f"take_{position}", type_=Integer))
+    if position == 0 and shape.first_offset:
+        query = query.offset(bindparam("offset", type_=Integer))
+    # A subquery, because SQLite allows no LIMIT on the arms of a bare UNION ALL.
+    return select(query.subquery())
+
+
+def _page_statement(shape: _Shape) -> Select:  # type: ignore[type-arg]
+    """Build the statement for a page of this shape (compiled once per shape by _compiled)."""
+    branches = [_branch(position, shape) for position in range(shape.slices)]
+    page = (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("page")
+    return (
         select(
-            Enrolment.crs_code,
+            page.c.position,
+            page.c.crs_code,
             Course.description,
-            Enrolment.lr_id,
+            page.c.lr_id,
             Learner.surname,
             Learner.first_name,
             Learner.email,
-            Enrolment.completed_on,
-            Enrolment.score_hundredths,
-            Enrolment.sch_id,
+            page.c.completed_on,
+            page.c.score_hundredths,
+            page.c.sch_id,
         )
-        .select_from(Enrolment)
-        .join(Learner, Learner.id == Enrolment.learner_id)
-        .join(Course, Course.id == Enrolment.course_id)
-        .where(Enrolment.work_unit_id == unit.id),
-        filters,
+        .join(Learner, Learner.id == page.c.learner_id)
+        .join(Course, Course.id == page.c.course_id)
+        # Sorting ≤ limit rows; the arms are already in order within each unit.
+        .order_by(page.c.position, page.c.crs_code, page.c.lr_id, page.c.sch_id)
     )
-    if after is not None and after.org_code == unit.code:
-        query = query.where(
-            tuple_(Enrolment.crs_code, Enrolment.lr_id, Enrolment.sch_id)
-            > tuple_(after.crs_code, after.lr_id, after.sch_id)
+
+
+def _page_query(slices: list[_Slice], filters: Filters) -> tuple[_Shape, dict[str, Any]]:
+    """The shape of a page's statement and the values of its parameters."""
+    first = slices[0]
+    shape = _Shape(
+        len(slices), bool(first.offset), first.after is not None, filters.sdate is not None, filters.edate is not None
+    )
+    parameters: dict[str, Any] = {"sdate": filters.sdate, "edate": filters.edate, "offset": first.offset}
+    if first.after is not None:
+        parameters.update(
+            after_crs_code=first.after.crs_code, after_lr_id=first.after.lr_id, after_sch_id=first.after.sch_id
         )
-    query = query.order_by(Enrolment.crs_code, Enrolment.lr_id, Enrolment.sch_id).limit(limit)
-    if offset:
-        query = query.offset(offset)
-    return iter(session.execute(query))
+    for position, piece in enumerate(slices):
+        parameters[f"unit_{position}"] = piece.unit.id
+        parameters[f"take_{position}"] = piece.take
+    return shape, parameters
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(shape: _Shape, dialect: Dialect) -> Compiled:
+    """The page statement compiled for a dialect, once per shape."""
+    return _page_statement(shape).compile(dialect=dialect)
+
+
+def _page_rows(connection: Connection, slices: list[_Slice], filters: Filters) -> list[tuple[Any, ...]]:
+    """Run a page's statement on the connection's DB-API cursor and return its rows.
+
+    The statement is compiled once per shape; executing the SQL string directly skips
+    SQLAlchemy's per-execution cache key and result wrapping, which for this statement
+    cost as much as running it.
+    """
+    shape, parameters = _page_query(slices, filters)
+    compiled = _compiled(shape, connection.dialect)
+    values = compiled.construct_params(parameters)
+    if connection.dialect.name == "sqlite":
+        # What SQLAlchemy's Date type would bind: SQLite keeps dates as ISO text.
+        for name in ("sdate", "edate"):
+            if values.get(name) is not None:
+                values[name] = values[name].isoformat()
+    arguments = tuple(values[name] for name in compiled.positiontup) if compiled.positiontup else values
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(compiled.string, arguments)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        cursor.close()
+
+
+def _as_date(raw: str | dt.date) -> dt.date:
+    return raw if isinstance(raw, dt.date) else dt.date.fromisoformat(raw)
+
+
+def _as_score(hundredths: int) -> Decimal:
+    return Decimal(hundredths).scaleb(-2)
+
+
+# Each row is assembled in _SOURCE order, then picked into the schema's field order.
+_SOURCE = (
+    "org_code", "org_name", "crs_code", "crs_desc", "lr_id", "lr_sname", "lr_fname", "lr_email",
+    "completed_on", "score", "rnum",
+)
+_date_text = enrolment_renderer.converter("completed_on", _as_date)
+_score_text = enrolment_renderer.converter("score", _as_score)
+_CONVERTED = {"completed_on", "score"}
+_unknown = [
+    name
+    for name in enrolment_renderer.attributes
+    if name not in _SOURCE or not (name in _CONVERTED or enrolment_renderer.is_text(name))
+]
+if _unknown:  # a field added to EnrolmentSchema must be supplied here too
+    raise RuntimeError(f"the report does not supply EnrolmentSchema attribute(s) {_unknown}")
+_pick = itemgetter(*(_SOURCE.index(name) for name in enrolment_renderer.attributes))
 
 
 def fetch_page(
@@ -158,42 +334,21 @@ def fetch_page(
     """
     counts = unit_counts.get(session, data_version, filters)
     sizes = [counts.get(unit.id, 0) for unit in units]
-    total = sum(sizes)
-    rows: list[EnrolmentRow] = []
-    skip = start - 1
-    index = 0
-    # Skip whole work units using their counts; only the first unit of the page is offset into.
-    while index < len(units) and skip >= sizes[index]:
-        skip -= sizes[index]
-        index += 1
-    if after is not None and index < len(units) and units[index].code == after.org_code:
-        skip = 0
-    rnum = start
-    while index < len(units) and len(rows) < limit:
-        unit = units[index]
-        if sizes[index]:
-            for row in _unit_rows(session, unit, filters, skip, limit - len(rows), after):
-                rows.append(_row(rnum, unit, row))
-                rnum += 1
-        skip = 0
-        after = None
-        index += 1
-    return Page(rows, total)
-
-
-def _row(rnum: int, unit: WorkUnitInfo, row: tuple) -> EnrolmentRow:  # type: ignore[type-arg]
-    crs_code, crs_desc, lr_id, surname, first_name, email, completed_on, score, sch_id = row
-    return EnrolmentRow(
-        rnum=rnum,
-        org_code=unit.code,
-        org_name=unit.name,
-        crs_code=crs_code,
-        crs_desc=crs_desc,
-        lr_id=lr_id,
-        lr_sname=surname,
-        lr_fname=first_name,
-        lr_email=email,
-        completed_on=completed_on,
-        score=Decimal(score).scaleb(-2),
-        sch_id=sch_id,
-    )
+    ends = list(accumulate(sizes))
+    total = ends[-1] if ends else 0
+    slices = _plan(units, sizes, ends, start, limit, after)
+    if not slices:
+        return Page([], total, None)
+    raw = _page_rows(session.connection(), slices, filters)
+    units_at = [(piece.unit.code, piece.unit.name) for piece in slices]
+    date_text, score_text = _date_text, _score_text
+    rows = [
+        (*units_at[position], crs_code, crs_desc, lr_id, surname, first_name, email,
+         date_text(completed_on), score_text(score), str(rnum))
+        for rnum, (position, crs_code, crs_desc, lr_id, surname, first_name, email, completed_on, score, _sch_id)
+        in enumerate(raw, start=start)
+    ]
+    if _SOURCE != enrolment_renderer.attributes:
+        rows = [_pick(row) for row in rows]
+    last = raw[-1] if raw else None
+    return Page(rows, total, SortKey(units_at[last[0]][0], last[1], last[3], last[9]) if last else None)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import re
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, Callable, Iterable, Sequence
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -106,7 +109,59 @@ class WorkUnitSchema(Schema):
     ORG_NAME = fields.String(attribute="unit_name")
 
 
+# Distinct values whose text each RowRenderer converter remembers (dates and scores need far fewer).
+CONVERTER_MEMO_SIZE = 16384
+
+
+class RowRenderer:
+    """A schema's dump for flat rows of values, at a fraction of marshmallow's per-row cost.
+
+    The schema stays the one definition of the format: keys and order come from its
+    fields, and every field that is not plain text is converted by marshmallow
+    itself, once per distinct value (memoised), instead of once per row.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        dump_fields = schema.dump_fields
+        self.keys = tuple(field.data_key or name for name, field in dump_fields.items())
+        self.attributes = tuple(field.attribute or name for name, field in dump_fields.items())
+        self._fields = {field.attribute or name: (name, field) for name, field in dump_fields.items()}
+        # One row's JSON object with a slot per value; keys are encoded once, here.
+        slots = (encode_basestring(key).replace("%", "%%") + ":%s" for key in self.keys)
+        self._template = "{" + ",".join(slots) + "}"
+
+    def json_array(self, rows: Iterable[Sequence[Any]]) -> str:
+        """Encode rows of dumped values (in `keys` order) as a JSON array of objects."""
+        template = self._template
+        parts = []
+        for row in rows:
+            try:
+                # The usual case: every dumped value is text, encoded by json's C encoder.
+                values = tuple(map(encode_basestring, row))
+            except TypeError:
+                values = tuple(json.dumps(value, ensure_ascii=False) for value in row)
+            parts.append(template % values)
+        return "[" + ",".join(parts) + "]"
+
+    def is_text(self, attribute: str) -> bool:
+        """Whether the field copies str values unchanged (so they need no converter)."""
+        _name, field = self._fields[attribute]
+        return type(field)._serialize is fields.String._serialize
+
+    def converter(
+        self, attribute: str, adapt: Callable[[Any], Any] | None = None
+    ) -> Callable[[Any], Any]:
+        """Return raw value → the field's dumped value, where adapt maps raw to the schema's type."""
+        name, field = self._fields[attribute]
+
+        def convert(raw: Any) -> Any:
+            return field.serialize(name, {attribute: adapt(raw) if adapt else raw})
+
+        return functools.lru_cache(maxsize=CONVERTER_MEMO_SIZE)(convert)
+
+
 enrolment_query_schema = EnrolmentQuerySchema()
 enrolments_schema = EnrolmentSchema(many=True)
+enrolment_renderer = RowRenderer(EnrolmentSchema())
 business_unit_schema = BusinessUnitSchema()
 work_unit_schema = WorkUnitSchema()
