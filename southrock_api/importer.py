@@ -92,7 +92,8 @@ class ImportReport:
         parts = [f"{counts.file} {counts.inserted} inserted, {counts.updated} updated" for counts in self.files]
         line = "imported " + "; ".join(parts)
         if self.moved_learners:
-            line += f" ({self.moved_learners} learners moved to another work unit)"
+            learners = "learner" if self.moved_learners == 1 else "learners"
+            line += f" ({self.moved_learners} {learners} moved to another work unit)"
         return line
 
 
