@@ -108,9 +108,9 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
 class TcpProxy:
     """A TCP forwarder on a local port that a test can stop and start, to cut a server off."""
 
-    def __init__(self, upstream: tuple[str, int], port: int | None = None) -> None:
+    def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        self.port = port or free_port()
+        self.port = free_port()
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -153,6 +153,10 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                if self._listener is not listener:  # stopped while this connection was made
+                    client.close()
+                    server.close()
+                    return
                 self._sockets += [client, server]
             for source, target in ((client, server), (server, client)):
                 threading.Thread(target=_pump, args=(source, target), daemon=True).start()
