@@ -375,8 +375,9 @@ class _Import:
 
     def writer(self, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None = None) -> _TableWriter:
         """A batch writer for table suited to the database."""
-        kind = _TableWriter if self.sqlite else _PostgresWriter
-        return kind(self, table, columns, existing_keys)
+        if self.sqlite:
+            return _SqliteWriter(self, table, columns, existing_keys)
+        return _PostgresWriter(self, table, columns)
 
     def present(self, spec: _FileSpec) -> bool:
         return (self.directory / spec.name).is_file()
@@ -521,7 +522,7 @@ class _Import:
         # once at the end than updated row by row; the DDL is part of the
         # transaction, so readers and a rollback still see the old indexes.
         # (Not on PostgreSQL: DROP INDEX would lock readers out.)
-        rebuild = self.sqlite and path.stat().st_size // BYTES_PER_ENROLMENT >= max(REBUILD_MIN_ROWS, writer.rows_before // 2)
+        rebuild = self.sqlite and path.stat().st_size // BYTES_PER_ENROLMENT >= max(REBUILD_MIN_ROWS, self.count(table) // 2)
         with _secondary_indexes_dropped(self.connection, table.name) if rebuild else nullcontext():
             self._enrolment_rows(writer)
         if self.writing:
@@ -635,7 +636,30 @@ class _Import:
 
 
 class _TableWriter:
-    """Writes batches of row tuples: a plain INSERT for new keys, the upsert for existing ones.
+    """Writes batches of row tuples (in `columns` order, key first) and counts what they did."""
+
+    def __init__(self, importer: _Import, table: Table, columns: tuple[str, ...]) -> None:
+        self.importer = importer
+        self.table = table
+        self.columns = columns
+        self.connection = importer.connection
+        self.inserted = 0
+        self.updated = 0
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        """Write the batch (unless a problem has stopped writing) and empty it."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Complete the writes once every batch is written."""
+
+    def counts(self, spec: _FileSpec) -> FileCounts:
+        """The file's inserted and updated counts."""
+        return FileCounts(spec.name, self.inserted, self.updated)
+
+
+class _SqliteWriter(_TableWriter):
+    """SQLite: each batch goes straight in, a plain INSERT for new keys and the upsert for existing ones.
 
     SQLite runs an upsert on a table with foreign keys through a statement
     journal per row, several times slower than a plain INSERT; most rows of a
@@ -645,30 +669,20 @@ class _TableWriter:
     """
 
     def __init__(
-        self, importer: _Import, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None = None
+        self, importer: _Import, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None
     ) -> None:
-        self.importer = importer
-        self.table = table
-        self.columns = columns
-        self.connection = importer.connection
-        self.positional = self.connection.dialect.positional
+        super().__init__(importer, table, columns)
         # Without a dictionary of the keys already stored, ask the database per batch.
         self.existing_keys = existing_keys
         self.rows_before = importer.count(table) if existing_keys is None else 0
         self.insert_sql = self._compile(insert(table))
         self.upsert_sql = self._compile(importer.upsert(table, columns[0]))
-        self.inserted = 0
-        self.updated = 0
 
     def _compile(self, statement: Executable) -> str:
         compiled = statement.compile(dialect=self.connection.dialect, column_keys=list(self.columns))
-        if self.positional and tuple(compiled.positiontup or ()) != self.columns:
+        if tuple(compiled.positiontup or ()) != self.columns:
             raise RuntimeError(f"{self.table.name} parameters are in the order {compiled.positiontup}, not {self.columns}")
         return str(compiled)
-
-    def _execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        parameters = rows if self.positional else [dict(zip(self.columns, row)) for row in rows]
-        self.connection.exec_driver_sql(sql, parameters)  # type: ignore[arg-type]
 
     def _stored(self, batch: list[tuple[Any, ...]]) -> set[str]:
         if self.existing_keys is not None:
@@ -684,32 +698,23 @@ class _TableWriter:
             stored = self._stored(batch)
             new = [row for row in batch if row[0] not in stored] if stored else batch
             if new:
-                self._execute(self.insert_sql, new)
+                self.connection.exec_driver_sql(self.insert_sql, new)  # type: ignore[arg-type]
             if stored:
-                self._execute(self.upsert_sql, [row for row in batch if row[0] in stored])
+                self.connection.exec_driver_sql(self.upsert_sql, [row for row in batch if row[0] in stored])  # type: ignore[arg-type]
             self.inserted += len(new)
             self.updated += len(stored)
         batch.clear()
-
-    def finish(self) -> None:
-        """Complete the writes (nothing left to do here: every batch went straight in)."""
-
-    def counts(self, spec: _FileSpec) -> FileCounts:
-        """The file's inserted and updated counts."""
-        return FileCounts(spec.name, self.inserted, self.updated)
 
 
 class _PostgresWriter(_TableWriter):
     """PostgreSQL: COPY each batch into a staging table, then one INSERT … SELECT … ON CONFLICT.
 
     Even pipelined, executemany runs one statement per row on the server; COPY
-    and a single set-based upsert load a million rows many times faster.
+    and a single set-based upsert load a million rows several times faster.
     """
 
-    def __init__(
-        self, importer: _Import, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None = None
-    ) -> None:
-        super().__init__(importer, table, columns, existing_keys)
+    def __init__(self, importer: _Import, table: Table, columns: tuple[str, ...]) -> None:
+        super().__init__(importer, table, columns)
         self.staging = f"import_{table.name}"
         names = ", ".join(columns)
         # Temporary, so it vanishes with the session; dropped in finish() so a
@@ -734,17 +739,14 @@ class _PostgresWriter(_TableWriter):
         """Upsert the staged rows into the table in one statement."""
         if not self.importer.writing:
             return
-        key = self.columns[0]
+        table, key, names = self.table.name, self.columns[0], ", ".join(self.columns)
         self.updated = int(
-            self.connection.exec_driver_sql(
-                f"SELECT count(*) FROM {self.staging} JOIN {self.table.name} USING ({key})"
-            ).scalar_one()
+            self.connection.exec_driver_sql(f"SELECT count(*) FROM {self.staging} JOIN {table} USING ({key})").scalar_one()
         )
         self.inserted = self.staged - self.updated
         updates = ", ".join(f"{name} = excluded.{name}" for name in self.columns[1:])
-        names = ", ".join(self.columns)
         self.connection.exec_driver_sql(
-            f"INSERT INTO {self.table.name} ({names}) SELECT {names} FROM {self.staging} "
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.staging} "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
         self.connection.exec_driver_sql(f"DROP TABLE {self.staging}")
