@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 from southrock_api import models  # noqa: F401  (registers the tables)
 from southrock_api.db import Base
+from southrock_api.schema import include_name
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -19,6 +20,7 @@ def run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
