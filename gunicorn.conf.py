@@ -29,9 +29,11 @@ control_socket_disable = True
 accesslog = None  # the application writes one structured line per request itself
 errorlog = "-"
 loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
-# Bounded request lines and headers (a 64 kB Authorization header is refused by gunicorn).
-limit_request_line = 8190
-limit_request_field_size = 8190
+# Let oversized request lines and headers reach the application, which refuses them with the
+# spec's JSON errors (E3010 beyond a 64 kB query, E1010 for an oversized Authorization header)
+# instead of gunicorn's plain-text 400. gunicorn still caps a request line at 1 MB when this is 0.
+limit_request_line = 0
+limit_request_field_size = 128 * 1024
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -1,0 +1,100 @@
+"""Hostile requests through gunicorn: the app's JSON E-codes, never gunicorn's own errors or a leak."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests import databases, servers
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, Path]]:
+    """A gunicorn server; yields (base URL, Authorization value, private key, log path)."""
+    directory = tmp_path_factory.mktemp("hostile")
+    with databases.fresh_database(backend, directory) as url:
+        issued = servers.seeded_token(url)
+        log = directory / "gunicorn.log"
+        env = {
+            "SOUTHROCK_DATABASE_URL": url,
+            "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
+            "SOUTHROCK_RATE_LIMIT": "100000 per minute",
+            "SOUTHROCK_AUTH_FAILURE_LIMIT": "100000 per minute",
+        }
+        with servers.gunicorn(env, workers=2, log_path=log) as base_url:
+            yield base_url, issued.authorization, issued.private_key, log
+
+
+def raw_get(base_url: str, target: str, headers: dict[str, str], method: str = "GET") -> tuple[int, str, str]:
+    """Send a request line exactly as given (no client-side normalisation); return status, type, body."""
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    try:
+        connection.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "code"),
+    [
+        ("/api/v1/enrolments?" + "&".join(["ORGCODES=U"] * 10_000), 400, "E3010"),
+        ("/api/v1/enrolments?ORGCODES=" + "x" * 10_240, 400, "E3010"),
+        ("/api/v1/enrolments?limit=%zz", 400, "E3010"),
+        ("/api/v1/enrolments?ORGCODES=%FF", 400, "E3010"),
+        ("/api/v1/enrolments?SDATE=2017-01-01%27%20OR%201=1", 400, "E3010"),
+        ("/api/v1/enrolments/..", 404, "E2020"),
+        ("/api/v1/../v2/enrolments", 404, "E2020"),  # paths are not resolved: this is under v1
+        ("/api//v1", 404, "E2020"),
+    ],
+)
+def test_hostile_targets_get_json_e_codes(served: tuple[str, str, str, Path], target: str, status: int, code: str) -> None:
+    base_url, authorization, private_key, _ = served
+    got_status, content_type, body = raw_get(base_url, target, {"Authorization": authorization})
+    assert (got_status, content_type) == (status, "application/json")
+    assert f'"code":"{code}"' in body
+    assert private_key not in body and "Traceback" not in body
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic " + "A" * 65_536,
+        "Basic " + base64.b64encode(("p" * 40_000 + ":s").encode()).decode(),
+        "Basic %%%",
+    ],
+)
+def test_hostile_credentials_get_e1010(served: tuple[str, str, str, Path], authorization: str) -> None:
+    base_url = served[0]
+    status, content_type, body = raw_get(base_url, "/api/v1", {"Authorization": authorization})
+    assert (status, content_type) == (401, "application/json")
+    assert '"code":"E1010"' in body
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "DELETE", "PATCH"])
+def test_other_methods_get_e2030(served: tuple[str, str, str, Path], method: str) -> None:
+    base_url, authorization, _, _ = served
+    status, content_type, body = raw_get(base_url, "/api/v1/enrolments", {"Authorization": authorization}, method)
+    assert (status, content_type) == (404, "application/json")
+    assert '"code":"E2030"' in body
+
+
+def test_no_key_reaches_the_log(served: tuple[str, str, str, Path]) -> None:
+    base_url, authorization, private_key, log = served
+    raw_get(base_url, "/api/v1", {"Authorization": authorization})
+    raw_get(base_url, "/api/v1/enrolments?limit=0", {"Authorization": authorization})
+    text = log.read_text()
+    assert '"status": 400' in text  # the requests above were logged...
+    assert private_key not in text and authorization.split()[1] not in text  # ...without their keys
