@@ -85,7 +85,7 @@ def current_document() -> dict[str, Any]:
     return document_for(str(current_app.config["RATE_LIMIT"]))
 
 
-def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+def resolve_ref(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """Follow a local $ref (#/components/...) to the object it names."""
     while "$ref" in node:
         target: Any = document
@@ -121,7 +121,7 @@ def _rules(parameter: dict[str, Any]) -> list[str]:
 def _parameters(document: dict[str, Any], operation: dict[str, Any]) -> list[Parameter]:
     rows = []
     for node in operation.get("parameters", []):
-        parameter = _resolve(document, node)
+        parameter = resolve_ref(document, node)
         schema = parameter["schema"]
         rows.append(
             Parameter(
@@ -139,7 +139,7 @@ def _parameters(document: dict[str, Any], operation: dict[str, Any]) -> list[Par
 def _responses(document: dict[str, Any], operation: dict[str, Any]) -> list[ResponseRow]:
     rows = []
     for status, node in operation["responses"].items():
-        response = _resolve(document, node)
+        response = resolve_ref(document, node)
         examples = response.get("content", {}).get("application/json", {}).get("examples", {})
         codes = [name for name in examples if name.startswith("E")]
         rows.append(
@@ -157,7 +157,7 @@ def _example_query(document: dict[str, Any], operation: dict[str, Any]) -> dict[
     """The documented example value of each query parameter (a list for a repeatable one)."""
     query: dict[str, Any] = {}
     for node in operation.get("parameters", []):
-        parameter = _resolve(document, node)
+        parameter = resolve_ref(document, node)
         if parameter["in"] == "query" and "example" in parameter:
             if parameter["name"] not in EXAMPLE_SKIPS:
                 query[parameter["name"]] = parameter["example"]

@@ -11,6 +11,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from sqlalchemy.orm import Session
 
+from southrock_api.docs_page import resolve_ref
 from southrock_api.errors import CATALOGUE
 from southrock_api.openapi import ENROLMENTS_PATH, WHOAMI_PATH
 from southrock_api.schemas import (
@@ -45,15 +46,6 @@ def authorization(session: Session) -> str:
     return issued.authorization
 
 
-def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
 def _operation(document: dict[str, Any], path: str) -> dict[str, Any]:
     return document["paths"][path]["get"]  # type: ignore[no-any-return]
 
@@ -64,21 +56,21 @@ def _check_body(document: dict[str, Any], schema: dict[str, Any], body: Any) -> 
 
 
 def _response_schema(document: dict[str, Any], path: str, status: int) -> dict[str, Any]:
-    response = _resolve(document, _operation(document, path)["responses"][str(status)])
+    response = resolve_ref(document, _operation(document, path)["responses"][str(status)])
     return response["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
 
 
 def _required_headers(document: dict[str, Any], path: str, status: int) -> set[str]:
-    response = _resolve(document, _operation(document, path)["responses"][str(status)])
+    response = resolve_ref(document, _operation(document, path)["responses"][str(status)])
     return {
         name
         for name, node in response.get("headers", {}).items()
-        if _resolve(document, node).get("required")
+        if resolve_ref(document, node).get("required")
     }
 
 
 def _documented_headers(document: dict[str, Any], path: str, status: int) -> set[str]:
-    response = _resolve(document, _operation(document, path)["responses"][str(status)])
+    response = resolve_ref(document, _operation(document, path)["responses"][str(status)])
     return set(response.get("headers", {}))
 
 
@@ -185,9 +177,9 @@ def test_rate_limit_and_paging_headers_are_documented(document: dict[str, Any]) 
         "X-Request-Id",
     ):
         assert name in headers
-    ok = _resolve(document, _operation(document, ENROLMENTS_PATH)["responses"]["200"])
+    ok = resolve_ref(document, _operation(document, ENROLMENTS_PATH)["responses"]["200"])
     assert {"Link", "X-Total-Count", "ETag", "X-Rate-Limit-Remaining"} <= set(ok["headers"])
-    too_many = _resolve(document, _operation(document, ENROLMENTS_PATH)["responses"]["429"])
+    too_many = resolve_ref(document, _operation(document, ENROLMENTS_PATH)["responses"]["429"])
     assert "Retry-After" in too_many["headers"]
     names = [p["name"] for p in _operation(document, ENROLMENTS_PATH)["parameters"]]
     assert "If-None-Match" in names
@@ -257,7 +249,7 @@ def test_errors_are_what_the_document_says(
     _check_body(document, {"$ref": "#/components/schemas/Error"}, response.get_json())
     if path.split("?")[0] in document["paths"] and method == "GET":
         operation = _operation(document, path.split("?")[0])
-        response_doc = _resolve(document, operation["responses"][str(response.status_code)])
+        response_doc = resolve_ref(document, operation["responses"][str(response.status_code)])
         assert code in response_doc["content"]["application/json"]["examples"]
         status = response.status_code
         assert _documented_headers(document, path.split("?")[0], status) <= set(response.headers.keys())
