@@ -226,7 +226,10 @@ class _Import:
                 self.unreadable.add(spec.name)
                 return
             width = len(spec.columns)
-            required = itemgetter(*(spec.columns.index(name) for name in spec.required))
+            # Listing the first required column twice keeps itemgetter returning a tuple
+            # (given one index it returns the bare string, and `"" in` would then test substrings).
+            required_indexes = [spec.columns.index(name) for name in spec.required]
+            required = itemgetter(required_indexes[0], *required_indexes)
             shortest_limit = min(spec.limit(name) for name in spec.columns)
             previous = reader.line_num
             position = handle.buffer.tell()
