@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner, FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from southrock_api.db import current_data_version, get_database
@@ -463,6 +463,7 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
                 return response.headers.get("X-Total-Count"), response.data
 
             before = page()
+            indexes = sorted(index["name"] for index in inspect(get_database(app).engine).get_indexes("enrolments"))
             process = _southrock(url, "import", "--no-progress", str(update))
             seen = []
             while process.poll() is None:
@@ -474,5 +475,8 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
             assert after[0] == "3"
             assert seen, "the import finished before the reader could read a page"
             assert all(observed in (before, after) for observed in seen)
+            # A bulk load into SQLite rebuilds the enrolment indexes: all of them must be back.
+            assert sorted(index["name"] for index in inspect(get_database(app).engine).get_indexes("enrolments")) == indexes
+            assert "ix_enrolments_report" in indexes
         finally:
             dispose(app)
