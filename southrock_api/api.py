@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from southrock_api import paging, ratelimit
 from southrock_api.auth import Principal, authenticate, needs_last_used, record_last_used
 from southrock_api.db import current_data_version, get_database, get_session
-from southrock_api.enrolments import Filters, SortKey, fetch_page
+from southrock_api.enrolments import Filters, SortKey, fetch_page, read_snapshot
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_PARAMETER, ENDPOINT_NOT_SUPPORTED, ApiError
 from southrock_api.schemas import (
     EXPECTATIONS,
@@ -130,6 +130,13 @@ def list_enrolments() -> Response:
     start, limit = arguments["start"], arguments["limit"]
     filters = Filters(arguments["SDATE"], arguments["EDATE"])
     session = get_session()
+    data_version = read_snapshot(session)
+    if data_version != g.data_version:
+        # An import committed since authentication: describe the data actually served.
+        g.data_version = data_version
+        etag = _etag(principal, data_version)
+        if etag is not None:
+            g.etag = etag
     units = filter_by_orgcodes(
         hierarchy(session, g.data_version).visible_work_units(
             principal.unit_type, principal.unit_id

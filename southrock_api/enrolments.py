@@ -35,11 +35,12 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.engine import Compiled, Connection, Dialect
+from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
+from southrock_api.db import current_data_version
 from southrock_api.models import COMPLETED, Course, Enrolment, Learner
 from southrock_api.schemas import enrolment_renderer
 from southrock_api.visibility import WorkUnitInfo
@@ -116,7 +117,7 @@ class _CountCache:
             if counts is not None:
                 self._entries.move_to_end(key)
                 return counts
-        # One index-only pass over ix_enrolments_completed_on (work_unit_id, completed_on).
+        # One pass, index-only on SQLite (ix_enrolments_completed_on); once per version and range.
         query = _completed(
             select(Enrolment.work_unit_id, func.count()).group_by(Enrolment.work_unit_id), filters
         )
@@ -129,6 +130,23 @@ class _CountCache:
 
 
 unit_counts = _CountCache()
+
+
+def read_snapshot(session: Session) -> str:
+    """Make the rest of the session's reads see one snapshot of the data; return its version.
+
+    The counts are cached by data version, so the version, the counts and the page must
+    come from the same data. SQLite's read transaction already is one snapshot; under
+    PostgreSQL's READ COMMITTED every statement has its own, so a REPEATABLE READ
+    transaction is started (the request has only read so far, so ending its transaction
+    loses nothing; the pool resets the level when the connection is returned).
+    """
+    bind = session.get_bind()
+    # A session joined to a transaction its caller owns reads in that transaction's snapshot.
+    if bind.dialect.name == "postgresql" and isinstance(bind, Engine):
+        session.commit()
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    return current_data_version(session)
 
 
 def _plan(
