@@ -92,3 +92,25 @@ def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # 
         assert response.status_code == 200
         assert "X-Rate-Limit-Limit" not in response.headers
     assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
+
+
+def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, tokens) -> None:  # type: ignore[no-untyped-def]
+    from southrock_api import create_app
+    from southrock_api.db import get_database
+
+    behind_proxy = create_app({**app.config, "TRUSTED_PROXIES": "10.0.0.1"})
+    get_database(behind_proxy).engine.dispose()
+    get_database(behind_proxy).session_factory = get_database(app).session_factory
+    client = behind_proxy.test_client()
+    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+
+    def attempt(peer: str, forwarded_for: str) -> int:
+        environ = {"REMOTE_ADDR": peer}
+        headers = {"Authorization": bad, "X-Forwarded-For": forwarded_for}
+        return client.get("/api/v1", headers=headers, environ_base=environ).status_code
+
+    # Behind the trusted proxy each real client has its own allowance...
+    assert [attempt("10.0.0.1", "198.51.100.7") for _ in range(11)] == [401] * 10 + [429]
+    assert attempt("10.0.0.1", "198.51.100.8") == 401
+    # ...but a direct caller cannot dodge its limit by inventing X-Forwarded-For values.
+    assert [attempt("203.0.113.5", f"192.0.2.{n}") for n in range(11)] == [401] * 10 + [429]
