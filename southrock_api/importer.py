@@ -561,36 +561,21 @@ class _Import:
                 ok = False
             completed_on = None
             if aedate:
-                completed_on = dates.get(aedate)
-                if completed_on is None:
-                    completed_on = self._date(line, aedate)
-                    if completed_on is None:
-                        ok = False
-                    else:
-                        dates[aedate] = completed_on
+                completed_on = _parse_once(dates, aedate, line, self._date)
+                ok = ok and completed_on is not None
             elif status == COMPLETED:
                 self.problem(ENROLMENTS, line, "SCH_AEDATE is required when SCH_STATUS is COMPLETED")
                 ok = False
             hundredths = None
             if score:
-                hundredths = scores.get(score)
-                if hundredths is None:
-                    hundredths = self._score(line, score)
-                    if hundredths is None:
-                        ok = False
-                    else:
-                        scores[score] = hundredths
+                hundredths = _parse_once(scores, score, line, self._score)
+                ok = ok and hundredths is not None
             elif status == COMPLETED:
                 self.problem(ENROLMENTS, line, "SCH_SCORE is required when SCH_STATUS is COMPLETED")
                 ok = False
             if progress:
-                percent = progresses.get(progress)
-                if percent is None:
-                    percent = self._progress(line, progress)
-                    if percent is None:
-                        ok = False
-                    else:
-                        progresses[progress] = percent
+                percent = _parse_once(progresses, progress, line, self._progress)
+                ok = ok and percent is not None
                 if status == COMPLETED and percent is not None and percent != 100:
                     self.problem(ENROLMENTS, line, f"SCH_PROGRESS must be 100 when SCH_STATUS is COMPLETED, not {progress}")
                     ok = False
@@ -815,3 +800,13 @@ def import_directory(session: Session, directory: Path, progress: bool) -> Impor
         session.rollback()
         raise
     return importer.report
+
+
+def _parse_once(cache: dict[str, Any], raw: str, line: int, parse: Callable[[int, str], Any]) -> Any:
+    """Parse a repeated field value once per import (dates and scores repeat a great deal)."""
+    value = cache.get(raw)
+    if value is None:
+        value = parse(line, raw)
+        if value is not None:
+            cache[raw] = value
+    return value
