@@ -39,7 +39,7 @@ def _authenticate() -> Response | None:
     """Authenticate API requests before the limiter sees them; answer 304s without spending it."""
     if request.blueprint != "api":
         return None
-    client = request.remote_addr or "unknown"
+    client = ratelimit.client_key(request.remote_addr)
     ratelimit.check_auth_failures(client)
     now = dt.datetime.now(dt.timezone.utc)
     try:
@@ -65,7 +65,8 @@ def _authenticate() -> Response | None:
     etag = _etag(g.principal, g.data_version)
     if etag is not None:
         g.etag = etag
-        if etag in request.if_none_match:
+        # RFC 9110 §13.1.2: If-None-Match uses weak comparison (proxies may weaken our tags).
+        if request.if_none_match.contains_weak(etag):
             return _not_modified(etag)
     return None
 
@@ -106,13 +107,15 @@ def _finish(response: Response) -> Response:
 def whoami() -> Response:
     """Return the token's business unit or work unit (spec §16)."""
     principal: Principal = g.principal
+    paging.parse_query(request.query_string)  # spec §10 holds for every endpoint's query string
     schema = business_unit_schema if principal.unit_type == "business_unit" else work_unit_schema
     return jsonify(schema.dump(principal))
 
 
 def _parse_arguments(pairs: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
     try:
-        return enrolment_query_schema.load(paging.to_arguments(pairs, REPEATABLE))
+        arguments = paging.to_arguments(pairs, REPEATABLE, frozenset(enrolment_query_schema.fields))
+        return enrolment_query_schema.load(arguments)
     except ValidationError as error:
         name = sorted(error.normalized_messages())[0]
         raise ApiError(

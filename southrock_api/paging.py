@@ -16,6 +16,8 @@ from southrock_api.errors import BAD_PARAMETER, ApiError
 PAGING_PARAMETERS = ("start", "limit", "after")
 MAX_QUERY_PAIRS = 2000
 MAX_QUERY_BYTES = 64 * 1024
+# Far longer than any cursor we issue (four keys of at most 64 characters and a digest).
+MAX_CURSOR_LENGTH = 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # spec §10: only characters UTF-8 encodes in three bytes or fewer.
 MAX_CODE_POINT = 0xFFFF
@@ -60,13 +62,20 @@ def parse_query(query_string: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-def to_arguments(pairs: list[tuple[str, str]], repeatable: frozenset[str]) -> dict[str, object]:
-    """Group pairs for the schema: lists for repeatable names, single values otherwise."""
+def to_arguments(
+    pairs: list[tuple[str, str]], repeatable: frozenset[str], known: frozenset[str]
+) -> dict[str, object]:
+    """Group the known parameters for the schema: lists for repeatable names, one value otherwise.
+
+    Unknown names are left out, repeated or not (spec §5.1c: they are ignored).
+    """
     arguments: dict[str, object] = {}
     for name, value in pairs:
         if name in repeatable:
             arguments.setdefault(name, [])
             arguments[name].append(value)  # type: ignore[attr-defined]
+        elif name not in known:
+            continue
         elif name in arguments:
             raise _bad(name, "a single value")
         else:
@@ -91,6 +100,8 @@ class Cursor:
     @classmethod
     def decode(cls, text: str) -> Cursor | None:
         """Parse a cursor; anything malformed is ignored (the request falls back to `start`)."""
+        if len(text) > MAX_CURSOR_LENGTH:
+            return None
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             fingerprint, rnum, *key = json.loads(raw)
@@ -99,7 +110,7 @@ class Cursor:
             if not all(isinstance(part, str) for part in key):
                 return None
             return cls(fingerprint, rnum, SortKey(*key))
-        except (binascii.Error, ValueError, TypeError):
+        except (binascii.Error, ValueError, TypeError, RecursionError):
             return None
 
 

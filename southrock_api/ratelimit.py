@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -98,8 +99,8 @@ def site_window() -> Window | None:
 
 def _add_headers(response: Response) -> Response:
     # spec §15: the headers are on every API response, errors and the 429 included.
-    if not request.path.startswith("/api"):
-        return response
+    if not request.path.startswith("/api") or "X-Rate-Limit-Limit" in response.headers:
+        return response  # not an API response, or a 429 that reports the limit it hit itself
     window = site_window()
     if window is None:
         return response
@@ -129,6 +130,23 @@ def _store_failed(limiter: Limiter, action: str, error: Exception) -> None:
     limiter._storage_dead = True
 
 
+def client_key(address: str | None) -> str:
+    """The failure-limit key of a client: its IPv4 address, or its IPv6 /64 network.
+
+    One IPv6 host usually holds a whole /64, so counting single addresses would let it
+    change address for every guess.
+    """
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _prefix() -> str:
     return str(current_app.config["RATELIMIT_KEY_PREFIX"])
 
@@ -150,10 +168,18 @@ def check_auth_failures(client: str) -> None:
         _store_failed(limiter, "checking authentication failures", error)
         return
     retry = max(1, math.ceil(stats.reset_time - time.time()))
+    # The headers describe the limit this request hit (spec §15), not the site's bucket.
     raise ApiError(
         RATE_LIMITED,
         "API call exceeded rate limit due to too many failed authentications",
-        headers={"Retry-After": str(retry)},
+        headers={
+            "Retry-After": str(retry),
+            "X-Rate-Limit-Limit": str(item.amount),
+            "X-Rate-Limit-Remaining": "0",
+            "X-Rate-Limit-Reset": str(retry),
+            "RateLimit-Policy": f'"{AUTH_FAILURE_SCOPE}";q={item.amount};w={int(item.get_expiry())}',
+            "RateLimit": f'"{AUTH_FAILURE_SCOPE}";r=0;t={retry}',
+        },
     )
 
 

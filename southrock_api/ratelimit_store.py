@@ -74,10 +74,25 @@ class SQLStorage(Storage):
         ).returning(counters.c.count)
         with self.engine.begin() as connection:
             count = int(connection.execute(upsert).scalar_one())
-            if count == amount:
-                # A new window: a cheap moment to forget windows that have ended.
-                connection.execute(delete(counters).where(counters.c.expires_at < now - 3600))
+        if count == amount:
+            # A new window: a cheap moment to forget windows that ended long ago.
+            self._forget_before(now - 3600)
         return count
+
+    def _forget_before(self, cutoff: float) -> None:
+        # Its own transaction, holding no counter's lock, and skipping rows another transaction
+        # holds (PostgreSQL; SQLite has one writer): cleaners never wait on each other, so two
+        # of them can never deadlock. Best effort: a failed clean-up is retried next window.
+        stale = (
+            select(counters.c.key)
+            .where(counters.c.expires_at < cutoff)
+            .with_for_update(skip_locked=True)
+        )
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(counters).where(counters.c.key.in_(stale)))
+        except SQLAlchemyError:
+            pass
 
     def get(self, key: str) -> int:
         """Return the count of the key's current window (0 if none)."""

@@ -64,3 +64,11 @@ def test_an_etag_never_bypasses_authentication(client: FlaskClient, setup) -> No
     etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
     response = client.get("/api/v1/enrolments", headers={"If-None-Match": etag})
     assert response.status_code == 401
+
+
+def test_a_weakened_etag_still_matches(client: FlaskClient, setup) -> None:  # type: ignore[no-untyped-def]
+    # A proxy that compresses responses may turn "x" into W/"x" (RFC 9110 §13.1.2: weak comparison).
+    issued = setup[0]
+    etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
+    response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization, "If-None-Match": f"W/{etag}"})
+    assert response.status_code == 304

@@ -78,3 +78,10 @@ def test_head_behaves_as_get_without_a_body(client: FlaskClient, authorization: 
     assert response.status_code == 200
     assert response.data == b""
     assert response.headers["X-Total-Count"] == "1"
+
+
+@pytest.mark.parametrize("query", ["x=%ZZ", "x=%F0%9F%98%80", "x=a%00"])
+def test_the_version_root_checks_its_query_string_too(client: FlaskClient, authorization: str, query: str) -> None:
+    response = client.get(f"/api/v1?{query}", headers={"Authorization": authorization})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "E3010"

@@ -158,3 +158,18 @@ def test_following_next_yields_every_visible_row_once_in_order(
         assert direct.headers["X-Total-Count"] == str(len(expected))
     finally:
         savepoint.rollback()
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "not-base64!",
+        "W10",  # []
+        __import__("base64").urlsafe_b64encode(b"[" * 20_000).decode(),  # nesting deep enough to recurse
+        "A" * 5000,
+    ],
+)
+def test_a_malformed_cursor_is_ignored(client: FlaskClient, issued, after: str) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, f"start=3&limit=2&after={after}")
+    assert response.status_code == 200
+    assert response.get_json() == get(client, issued, "start=3&limit=2").get_json()

@@ -81,6 +81,11 @@ def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tok
     assert blocked.status_code == 429
     assert blocked.get_json()["error"]["code"] == "E1030"
     assert int(blocked.headers["Retry-After"]) >= 1
+    # The headers describe the limit that was hit, not the (untouched) site bucket.
+    assert blocked.headers["X-Rate-Limit-Limit"] == "10"
+    assert blocked.headers["X-Rate-Limit-Remaining"] == "0"
+    assert blocked.headers["X-Rate-Limit-Reset"] == blocked.headers["Retry-After"]
+    assert blocked.headers["RateLimit-Policy"] == '"auth-failures";q=10;w=60'
     # Another address is not affected, and the site bucket is untouched.
     other = client.get("/api/v1", headers={"Authorization": tokens[0].authorization}, environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other.status_code == 200 and remaining(other) == 59
@@ -114,3 +119,15 @@ def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, to
     assert attempt("10.0.0.1", "198.51.100.8") == 401
     # ...but a direct caller cannot dodge its limit by inventing X-Forwarded-For values.
     assert [attempt("203.0.113.5", f"192.0.2.{n}") for n in range(11)] == [401] * 10 + [429]
+
+
+def test_an_ipv6_client_is_limited_by_its_slash_64(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+    # A new address from the same /64 for every guess does not reset the count.
+    statuses = [
+        client.get("/api/v1", headers={"Authorization": bad}, environ_base={"REMOTE_ADDR": f"2001:db8:0:1::{n + 1:x}"}).status_code
+        for n in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+    other = client.get("/api/v1", headers={"Authorization": bad}, environ_base={"REMOTE_ADDR": "2001:db8:0:2::1"})
+    assert other.status_code == 401

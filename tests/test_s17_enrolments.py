@@ -180,3 +180,9 @@ def test_default_page_size_is_200(client: FlaskClient, session: Session) -> None
     response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization})
     assert len(response.get_json()) == 200
     assert response.headers["X-Total-Count"] == "205"
+
+
+def test_repeated_unknown_parameters_are_ignored_too(client: FlaskClient, world: worlds.World) -> None:
+    response = get(client, world, "CORP-1", "tag=1&tag=2&_=3&_=4")
+    assert response.status_code == 200
+    assert len(response.get_json()) == 4

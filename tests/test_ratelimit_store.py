@@ -1,0 +1,50 @@
+"""The SQL limiter store: atomic fixed windows shared by every process, and old windows forgotten."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from southrock_api.ratelimit_store import SQLStorage, counters
+from tests import databases
+
+
+@pytest.fixture()
+def store(backend: str, tmp_path: Path) -> Iterator[SQLStorage]:
+    with databases.fresh_database(backend, tmp_path) as url:
+        storage = SQLStorage(url)
+        yield storage
+        storage.engine.dispose()
+
+
+def test_windows_count_up_and_restart_when_they_end(store: SQLStorage) -> None:
+    assert [store.incr("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.get("k") == 3
+    assert time.time() < store.get_expiry("k") <= time.time() + 60
+    assert store.incr("short", 1) == 1
+    time.sleep(1.1)
+    assert store.get("short") == 0
+    assert store.incr("short", 1) == 1
+
+
+def test_concurrent_increments_are_never_lost(store: SQLStorage) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = sorted(pool.map(lambda _: store.incr("shared", 60), range(80)))
+    assert counts == list(range(1, 81))
+
+
+def test_a_new_window_forgets_windows_that_ended_long_ago(store: SQLStorage) -> None:
+    store.incr("fresh", 60)
+    long_ago = time.time() - 7200
+    with store.engine.begin() as connection:
+        connection.execute(insert(counters), [{"key": f"old-{n}", "count": 5, "expires_at": long_ago} for n in range(20)])
+    store.incr("another", 60)  # starts a window, which triggers the clean-up
+    with store.engine.connect() as connection:
+        left = set(connection.execute(select(counters.c.key)).scalars())
+        assert connection.execute(select(func.count()).select_from(counters)).scalar_one() == 2
+    assert left == {"fresh", "another"}
