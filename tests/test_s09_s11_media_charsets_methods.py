@@ -85,3 +85,11 @@ def test_the_version_root_checks_its_query_string_too(client: FlaskClient, autho
     response = client.get(f"/api/v1?{query}", headers={"Authorization": authorization})
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "E3010"
+
+
+@pytest.mark.parametrize("accept", ["text/html,application/xhtml+xml,*/*;q=0.8", "application/json", "*/*"])
+def test_any_accept_header_gets_json(client: FlaskClient, authorization: str, accept: str) -> None:
+    # spec §6: the API can be tried from a browser, which asks for HTML first.
+    response = client.get("/api/v1/enrolments", headers={"Authorization": authorization, "Accept": accept})
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
