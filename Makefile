@@ -11,7 +11,7 @@ SOUTHROCK_TEST_REQUIRE_SERVICES ?=
 export SOUTHROCK_TEST_REQUIRE_SERVICES
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-sqlite test-postgresql bench clean
+.PHONY: help install serve test test-sqlite test-postgresql lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test-sqlite: $(STAMP) ## Run the suite on SQLite
 
 test-postgresql: $(STAMP) ## Run the suite on PostgreSQL
 	SOUTHROCK_TEST_DATABASE=postgresql $(PY) -m pytest
+
+lint: $(STAMP) ## ruff and mypy over the package, tests and bench
+	$(BIN)/ruff check southrock_api tests bench
+	$(BIN)/mypy southrock_api
 
 bench: $(STAMP) ## Measure API pages against the in-process floor; writes docs/benchmarks.md
 	$(PY) bench/run.py

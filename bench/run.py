@@ -623,7 +623,7 @@ def write_report(
     for backend, (results, memory, sizes) in sections.items():
         worst = max(r.ratio for r in results)
         lines += [f"## {backend}", ""]
-        lines += [f"Result sizes: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()), ""]
+        lines += ["Result sizes: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()), ""]
         lines += table(results)
         lines += [
             "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
@@ -112,7 +113,7 @@ def whoami() -> Response:
     return jsonify(schema.dump(principal))
 
 
-def _parse_arguments(pairs: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
+def _parse_arguments(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     try:
         arguments = paging.to_arguments(pairs, REPEATABLE, frozenset(enrolment_query_schema.fields))
         return enrolment_query_schema.load(arguments)

@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.orm import Session
 
 from southrock_api import export, rtopilot, schema, tokens
 from southrock_api.db import get_database
 
 
-def _session():  # type: ignore[no-untyped-def]
+def _session() -> Session:
     return get_database().session_factory()
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import random
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _ascii_slug(name: str) -> str:
     return "".join(ch for ch in decomposed if ch.isascii() and ch.isalnum()) or "user"
 
 
-def _write(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _write(path: Path, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)

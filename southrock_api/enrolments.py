@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Date,
@@ -35,9 +35,10 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from southrock_api.db import current_data_version
@@ -92,7 +93,7 @@ class _Slice:
 _IS_COMPLETED = Enrolment.status == literal_column(f"'{COMPLETED}'", String)
 
 
-def _completed(query: Select, filters: Filters) -> Select:  # type: ignore[type-arg]
+def _completed(query: Select, filters: Filters) -> Select:
     query = query.where(_IS_COMPLETED)
     if filters.sdate is not None:
         query = query.where(Enrolment.completed_on >= filters.sdate)
@@ -205,7 +206,7 @@ class _Shape:
     edate: bool
 
 
-def _branch(position: int, shape: _Shape) -> Select:  # type: ignore[type-arg]
+def _branch(position: int, shape: _Shape) -> Select:
     """One unit's slice: an index-only range of ix_enrolments_report."""
     query = select(
         literal_column(str(position), Integer).label("position"),
@@ -239,7 +240,7 @@ def _branch(position: int, shape: _Shape) -> Select:  # type: ignore[type-arg]
     return select(query.subquery())
 
 
-def _page_statement(shape: _Shape) -> Select:  # type: ignore[type-arg]
+def _page_statement(shape: _Shape) -> Select:
     """Build the statement for a page of this shape (compiled once per shape by _compiled)."""
     branches = [_branch(position, shape) for position in range(shape.slices)]
     page = (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("page")
@@ -281,9 +282,9 @@ def _page_query(slices: list[_Slice], filters: Filters) -> tuple[_Shape, dict[st
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(shape: _Shape, dialect: Dialect) -> Compiled:
+def _compiled(shape: _Shape, dialect: Dialect) -> SQLCompiler:
     """The page statement compiled for a dialect, once per shape."""
-    return _page_statement(shape).compile(dialect=dialect)
+    return cast(SQLCompiler, _page_statement(shape).compile(dialect=dialect))
 
 
 def _page_rows(connection: Connection, slices: list[_Slice], filters: Filters) -> list[tuple[Any, ...]]:
@@ -295,7 +296,7 @@ def _page_rows(connection: Connection, slices: list[_Slice], filters: Filters) -
     """
     shape, parameters = _page_query(slices, filters)
     compiled = _compiled(shape, connection.dialect)
-    values = compiled.construct_params(parameters)
+    values = dict(compiled.construct_params(parameters) or {})
     if connection.dialect.name == "sqlite":
         # What SQLAlchemy's Date type would bind: SQLite keeps dates as ISO text.
         for name in ("sdate", "edate"):
@@ -305,7 +306,7 @@ def _page_rows(connection: Connection, slices: list[_Slice], filters: Filters) -
     cursor = connection.connection.cursor()
     try:
         cursor.execute(compiled.string, arguments)
-        return cursor.fetchall()  # type: ignore[no-any-return]
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 

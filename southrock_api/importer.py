@@ -19,10 +19,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import click
-from sqlalchemy import Connection, Executable, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Executable, Insert, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -234,7 +234,9 @@ class _Import:
             required = itemgetter(required_indexes[0], *required_indexes)
             shortest_limit = min(spec.limit(name) for name in spec.columns)
             previous = reader.line_num
-            position = handle.buffer.tell()
+            # The byte position in the file drives the progress bar.
+            binary = cast(BinaryIO, handle.buffer)
+            position = binary.tell()
             countdown = BATCH_ROWS
             while True:
                 try:
@@ -244,7 +246,7 @@ class _Import:
                         countdown -= 1
                         if not countdown:
                             countdown = BATCH_ROWS
-                            now = handle.buffer.tell()
+                            now = binary.tell()
                             self.progress.update(now - position)
                             position = now
                         if len(raw) != width:
@@ -274,7 +276,7 @@ class _Import:
                 except csv.Error as error:
                     self.problem(spec, reader.line_num, f"malformed CSV: {error}")
                     previous = reader.line_num
-            self.progress.update(handle.buffer.tell() - position)
+            self.progress.update(binary.tell() - position)
 
     def _header(self, spec: _FileSpec, reader: Any) -> Callable[[list[str]], Sequence[str]] | None:
         """Check the header (reporting what is wrong); return None for spec order, else a reordering getter."""
@@ -355,7 +357,7 @@ class _Import:
     def count(self, table: Table) -> int:
         return int(self.connection.scalar(select(func.count()).select_from(table)) or 0)
 
-    def upsert(self, table: Table, key: str) -> Executable:
+    def upsert(self, table: Table, key: str) -> Insert:
         """INSERT … ON CONFLICT (key) DO UPDATE every other column, for SQLite or PostgreSQL."""
         dialect = sqlite if self.sqlite else postgresql
         statement = dialect.insert(table)
@@ -400,7 +402,7 @@ class _Import:
         rows = list(self.read(BUSINESS_UNITS, keys))
         lines = {row[0]: line for line, row in rows}
         self.known_business_units |= keys.keys()
-        for line, (code, _name, parent) in rows:
+        for line, (_code, _name, parent) in rows:
             if parent and parent not in self.known_business_units:
                 self.problem(BUSINESS_UNITS, line, f"PARENT_ORGGRP_CODE {_show(parent)} is not a known business unit")
         table: Table = BusinessUnit.__table__  # type: ignore[assignment]
@@ -674,7 +676,7 @@ class _SqliteWriter(_TableWriter):
         self.insert_sql = self._compile(insert(table))
         self.upsert_sql = self._compile(importer.upsert(table, columns[0]))
 
-    def _compile(self, statement: Executable) -> str:
+    def _compile(self, statement: Insert) -> str:
         compiled = statement.compile(dialect=self.connection.dialect, column_keys=list(self.columns))
         if tuple(compiled.positiontup or ()) != self.columns:
             raise RuntimeError(f"{self.table.name} parameters are in the order {compiled.positiontup}, not {self.columns}")
@@ -694,9 +696,9 @@ class _SqliteWriter(_TableWriter):
             stored = self._stored(batch)
             new = [row for row in batch if row[0] not in stored] if stored else batch
             if new:
-                self.connection.exec_driver_sql(self.insert_sql, new)  # type: ignore[arg-type]
+                self.connection.exec_driver_sql(self.insert_sql, new)
             if stored:
-                self.connection.exec_driver_sql(self.upsert_sql, [row for row in batch if row[0] in stored])  # type: ignore[arg-type]
+                self.connection.exec_driver_sql(self.upsert_sql, [row for row in batch if row[0] in stored])
             self.inserted += len(new)
             self.updated += len(stored)
         batch.clear()

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import ApplicationLimit, Limiter
@@ -32,7 +33,7 @@ def _not_api() -> bool:
     return request.blueprint != "api"
 
 
-def _storage_options(uri: str, timeout: float) -> dict[str, object]:
+def _storage_options(uri: str, timeout: float) -> dict[str, Any]:
     if uri.startswith(("redis", "rediss")):
         # A hanging Redis must cost a bounded wait, after which the in-memory fallback serves.
         return {

@@ -178,7 +178,7 @@ class Pusher:
 
     def push(self, due: DuePush) -> PushResult:
         """PUT {lmsEnrolmentId, progress}; retry 500s and connection failures, then give up as pending."""
-        body = {"lmsEnrolmentId": due.sch_id, "progress": due.progress}
+        body: dict[str, str | int] = {"lmsEnrolmentId": due.sch_id, "progress": due.progress}
         problem = "not attempted"
         for attempt in range(1, self.settings.max_attempts + 1):
             if self.stop.is_set():

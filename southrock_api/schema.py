@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from alembic import command
 from alembic.config import Config
@@ -13,7 +14,7 @@ from southrock_api.db import Base, get_database
 SCRIPT_LOCATION = os.path.join(os.path.dirname(__file__), "migrations")
 
 
-def include_name(name: str | None, type_: str, _parent: dict[str, str | None]) -> bool:
+def include_name(name: str | None, type_: str, _parent: Mapping[str, str | None]) -> bool:
     """Leave out tables other stores own, such as the limiter's counters in the same database."""
     return type_ != "table" or name in Base.metadata.tables
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from southrock_api import models  # noqa: F401  (registers the tables)
 from southrock_api.db import Base
@@ -13,14 +13,14 @@ config = context.config
 connection = config.attributes.get("connection")
 
 
-def run(connection) -> None:  # type: ignore[no-untyped-def]
+def run(connection: Connection) -> None:
     """Run the migrations on one connection."""
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        include_name=include_name,
+        include_name=include_name,  # type: ignore[arg-type]  # Alembic types it with Literals
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -29,6 +29,6 @@ def run(connection) -> None:  # type: ignore[no-untyped-def]
 if connection is not None:
     run(connection)
 else:
-    with create_engine(config.get_main_option("sqlalchemy.url")).connect() as conn:
+    with create_engine(str(config.get_main_option("sqlalchemy.url"))).connect() as conn:
         run(conn)
         conn.commit()
