@@ -406,11 +406,7 @@ class _Import:
             if parent and parent not in self.known_business_units:
                 self.problem(BUSINESS_UNITS, line, f"PARENT_ORGGRP_CODE {_show(parent)} is not a known business unit")
         table: Table = BusinessUnit.__table__  # type: ignore[assignment]
-        child, parent_unit = aliased(BusinessUnit), aliased(BusinessUnit)
-        existing = self.connection.execute(
-            select(child.code, parent_unit.code).outerjoin(parent_unit, child.parent_id == parent_unit.id)
-        ).all()
-        parents: dict[str, str | None] = dict(existing)
+        parents = self._stored_parents(BusinessUnit)
         parents.update((code, parent or None) for _line, (code, _name, parent) in rows)
         self.check_cycles(BUSINESS_UNITS, "business-unit", parents, lines)
         if not self.writing:
@@ -423,6 +419,14 @@ class _Import:
         self.business_unit_ids = self._ids(BusinessUnit.code, BusinessUnit.id)
         self._set_parents(table, self.business_unit_ids, ((code, parent) for _line, (code, _name, parent) in rows))
         self.record(BUSINESS_UNITS, table, before, len(rows))
+
+    def _stored_parents(self, model: type[BusinessUnit] | type[WorkUnit]) -> dict[str, str | None]:
+        """Each stored unit's code and its parent's code: the tree an import must not make cyclic."""
+        child, parent = aliased(model), aliased(model)
+        rows = self.connection.execute(
+            select(child.code, parent.code).outerjoin(parent, child.parent_id == parent.id)
+        ).all()
+        return {code: parent_code for code, parent_code in rows}
 
     def _set_parents(self, table: Table, ids: dict[str, int], pairs: Iterable[tuple[str, str]]) -> None:
         # Parents are set after every row of the file exists, so a child may come before its parent.
@@ -445,11 +449,7 @@ class _Import:
             if parent and parent not in self.known_work_units:
                 self.problem(WORK_UNITS, line, f"PARENT_ORG_CODE {_show(parent)} is not a known work unit")
         table: Table = WorkUnit.__table__  # type: ignore[assignment]
-        child, parent_unit = aliased(WorkUnit), aliased(WorkUnit)
-        existing = self.connection.execute(
-            select(child.code, parent_unit.code).outerjoin(parent_unit, child.parent_id == parent_unit.id)
-        ).all()
-        parents: dict[str, str | None] = dict(existing)
+        parents = self._stored_parents(WorkUnit)
         parents.update((code, parent or None) for _line, (code, _name, _business, parent) in rows)
         self.check_cycles(WORK_UNITS, "work-unit", parents, lines)
         if not self.writing:
