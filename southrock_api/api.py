@@ -76,7 +76,7 @@ def _etag(principal: Principal, data_version: str) -> str | None:
     try:
         pairs = paging.parse_query(request.query_string)
         if request.endpoint == "api.list_enrolments":
-            _parse_arguments(pairs)
+            g.query = (pairs, _parse_arguments(pairs))  # parsed once, used again by the view
     except ApiError:
         # No ETag, so no 304 (not even for `If-None-Match: *`): the view reports the error after
         # the request has been counted (RFC 9110 §13.2.1: preconditions apply to 2xx answers only).
@@ -129,8 +129,11 @@ def _parse_arguments(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 def list_enrolments() -> Response:
     """Return one page of the token's completed enrolments (spec §17) with Link and X-Total-Count."""
     principal: Principal = g.principal
-    pairs = paging.parse_query(request.query_string)
-    arguments = _parse_arguments(pairs)
+    if "query" in g:
+        pairs, arguments = g.query
+    else:
+        pairs = paging.parse_query(request.query_string)
+        arguments = _parse_arguments(pairs)
     start, limit = arguments["start"], arguments["limit"]
     filters = Filters(arguments["SDATE"], arguments["EDATE"])
     session = get_session()

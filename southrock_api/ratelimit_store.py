@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, case, delete, inspect, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, case, delete, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from southrock_api.db import make_engine
 
+# How long after its own increment a thread may answer a read of that window from memory.
+RECENT_SECONDS = 1.0
 _metadata = MetaData()
 # Owned by the limiter, not the application schema: like Redis, it may live elsewhere.
 counters = Table(
@@ -32,8 +35,27 @@ class SQLStorage(Storage):
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         self.engine = make_engine(uri)
-        self._insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
         self._schema_ready = False
+        self._recent = threading.local()
+        insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
+        # Built once: the values are bound per call, so SQLAlchemy's statement cache always hits.
+        amount = bindparam("amount", type_=Integer)
+        now, ends = bindparam("now", type_=Float), bindparam("ends", type_=Float)
+        expired = counters.c.expires_at <= now
+        self._upsert = (
+            insert.values(key=bindparam("key"), count=amount, expires_at=ends)
+            .on_conflict_do_update(
+                index_elements=[counters.c.key],
+                set_={
+                    "count": case((expired, amount), else_=counters.c.count + amount),
+                    "expires_at": case((expired, ends), else_=counters.c.expires_at),
+                },
+            )
+            .returning(counters.c.count, counters.c.expires_at)
+        )
+        self._window = select(counters.c.count, counters.c.expires_at).where(
+            counters.c.key == bindparam("key")
+        )
 
     @property
     def base_exceptions(self) -> type[Exception]:
@@ -63,21 +85,26 @@ class SQLStorage(Storage):
         """Add amount to the key's window, starting a new window when the old one has ended."""
         self._ensure_schema()
         now = time.time()
-        insert = self._insert.values(key=key, count=amount, expires_at=now + expiry)
-        expired = counters.c.expires_at <= now
-        upsert = insert.on_conflict_do_update(
-            index_elements=[counters.c.key],
-            set_={
-                "count": case((expired, amount), else_=counters.c.count + amount),
-                "expires_at": case((expired, now + expiry), else_=counters.c.expires_at),
-            },
-        ).returning(counters.c.count)
+        parameters = {"key": key, "amount": amount, "now": now, "ends": now + expiry}
         with self.engine.begin() as connection:
-            count = int(connection.execute(upsert).scalar_one())
+            count, expires_at = connection.execute(self._upsert, parameters).one()
+        # The response's rate-limit headers read this window next; answering them from the
+        # increment itself saves two round trips and describes the request exactly.
+        self._recent.window = (key, int(count), float(expires_at), time.monotonic())
         if count == amount:
             # A new window: a cheap moment to forget windows that ended long ago.
             self._forget_before(now - 3600)
-        return count
+        return int(count)
+
+    def _read(self, key: str) -> tuple[int, float]:
+        """Return (count, end) of the key's window, from this thread's own increment if just made."""
+        recent = getattr(self._recent, "window", None)
+        if recent is not None and recent[0] == key and time.monotonic() - recent[3] < RECENT_SECONDS:
+            return recent[1], recent[2]
+        self._ensure_schema()
+        with self.engine.connect() as connection:
+            row = connection.execute(self._window, {"key": key}).first()
+        return (int(row[0]), float(row[1])) if row is not None else (0, 0.0)
 
     def _forget_before(self, cutoff: float) -> None:
         # Its own transaction, holding no counter's lock, and skipping rows another transaction
@@ -96,24 +123,15 @@ class SQLStorage(Storage):
 
     def get(self, key: str) -> int:
         """Return the count of the key's current window (0 if none)."""
-        self._ensure_schema()
-        with self.engine.connect() as connection:
-            count = connection.execute(
-                select(counters.c.count).where(
-                    counters.c.key == key, counters.c.expires_at > time.time()
-                )
-            ).scalar()
-        return int(count or 0)
+        count, ends = self._read(key)
+        return count if ends > time.time() else 0
 
     def get_expiry(self, key: str) -> float:
         """Return when the key's window ends (now, if there is none)."""
-        self._ensure_schema()
-        with self.engine.connect() as connection:
-            expires_at = connection.execute(
-                select(counters.c.expires_at).where(counters.c.key == key)
-            ).scalar()
+        _count, ends = self._read(key)
+        self._recent.window = None  # a window's stats are read once per increment
         now = time.time()
-        return float(expires_at) if expires_at and expires_at > now else now
+        return ends if ends > now else now
 
     def check(self) -> bool:
         """Whether the database answers."""

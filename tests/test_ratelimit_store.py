@@ -48,3 +48,19 @@ def test_a_new_window_forgets_windows_that_ended_long_ago(store: SQLStorage) -> 
         left = set(connection.execute(select(counters.c.key)).scalars())
         assert connection.execute(select(func.count()).select_from(counters)).scalar_one() == 2
     assert left == {"fresh", "another"}
+
+
+def test_the_window_just_incremented_is_read_back_from_the_increment(store: SQLStorage) -> None:
+    from sqlalchemy import update
+
+    assert store.incr("site", 60) == 1
+    with store.engine.begin() as connection:  # other workers count on meanwhile
+        connection.execute(update(counters).where(counters.c.key == "site").values(count=7))
+    # The headers of this request describe this request's own increment...
+    assert store.get("site") == 1
+    store.get_expiry("site")
+    # ...and any later read goes to the store.
+    assert store.get("site") == 7
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        store.incr("site", 60)
+        assert pool.submit(store.get, "site").result() == 8  # another thread never sees this thread's memory
