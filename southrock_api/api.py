@@ -75,8 +75,8 @@ def _authenticate() -> Response | None:
 def _etag(principal: Principal, data_version: str) -> str | None:
     try:
         pairs = paging.parse_query(request.query_string)
-        if request.endpoint == "api.list_enrolments":
-            g.query = (pairs, _parse_arguments(pairs))  # parsed once, used again by the view
+        arguments = _parse_arguments(pairs) if request.endpoint == "api.list_enrolments" else None
+        g.query = (pairs, arguments)  # parsed once, used again by the view
     except ApiError:
         # No ETag, so no 304 (not even for `If-None-Match: *`): the view reports the error after
         # the request has been counted (RFC 9110 §13.2.1: preconditions apply to 2xx answers only).
@@ -108,7 +108,8 @@ def _finish(response: Response) -> Response:
 def whoami() -> Response:
     """Return the token's business unit or work unit (spec §16)."""
     principal: Principal = g.principal
-    paging.parse_query(request.query_string)  # spec §10 holds for every endpoint's query string
+    if "query" not in g:
+        paging.parse_query(request.query_string)  # raises E3010: spec §10 holds on every endpoint
     schema = business_unit_schema if principal.unit_type == "business_unit" else work_unit_schema
     return jsonify(schema.dump(principal))
 
@@ -137,7 +138,7 @@ def list_enrolments() -> Response:
     start, limit = arguments["start"], arguments["limit"]
     filters = Filters(arguments["SDATE"], arguments["EDATE"])
     session = get_session()
-    data_version = read_snapshot(session)
+    data_version = read_snapshot(session, g.data_version)
     if data_version != g.data_version:
         # An import committed since authentication: describe the data actually served.
         g.data_version = data_version

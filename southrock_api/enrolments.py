@@ -133,7 +133,7 @@ class _CountCache:
 unit_counts = _CountCache()
 
 
-def read_snapshot(session: Session) -> str:
+def read_snapshot(session: Session, version_read: str) -> str:
     """Make the rest of the session's reads see one snapshot of the data; return its version.
 
     The counts are cached by data version, so the version, the counts and the page must
@@ -147,7 +147,9 @@ def read_snapshot(session: Session) -> str:
     if bind.dialect.name == "postgresql" and isinstance(bind, Engine):
         session.commit()
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    return current_data_version(session)
+        return current_data_version(session)
+    # Still the transaction that read `version_read`, so still its snapshot: no need to ask again.
+    return version_read
 
 
 def _plan(
