@@ -52,7 +52,7 @@ from southrock_api.db import current_data_version, get_database  # noqa: E402
 from southrock_api.demo import write_demo_csvs  # noqa: E402
 from southrock_api.importer import import_directory  # noqa: E402
 from southrock_api.models import BusinessUnit  # noqa: E402
-from southrock_api.visibility import Hierarchy, WorkUnitInfo, filter_by_orgcodes  # noqa: E402
+from southrock_api.visibility import Hierarchy, WorkUnitInfo  # noqa: E402
 from tests import databases, servers  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
@@ -242,14 +242,14 @@ def choose_scopes(url: str) -> tuple[list[Scope], Setup]:
             "work unit": tokens.create_token(session, work_unit=work_unit.code, description="bench/run.py"),
         }
         session.commit()
-        visible = {
-            "root": hierarchy.visible_work_units("business_unit", business_units[root]),
-            "division": hierarchy.visible_work_units("business_unit", business_units[division]),
-            "work unit": hierarchy.visible_work_units("work_unit", work_unit.id),
+        principals = {
+            "root": ("business_unit", business_units[root]),
+            "division": ("business_unit", business_units[division]),
+            "work unit": ("work_unit", work_unit.id),
         }
     get_database(app).engine.dispose()
     # Every 50th unit: ORGCODES spread across the whole code range.
-    orgcodes = tuple(info.code for info in visible["root"][::50])
+    orgcodes = tuple(info.code for info in hierarchy.visible_work_units(*principals["root"])[::50])
     scopes = [
         Scope("root", "root"),
         Scope("root dates", "root", sdate=DATE_RANGE[0], edate=DATE_RANGE[1]),
@@ -260,7 +260,7 @@ def choose_scopes(url: str) -> tuple[list[Scope], Setup]:
         Scope(f"work unit {work_unit.code} SDATE", "work unit", sdate=DATE_RANGE[0]),
     ]
     units = {
-        scope.name: filter_by_orgcodes(visible[scope.token], list(scope.orgcodes) or None) for scope in scopes
+        scope.name: hierarchy.visible(*principals[scope.token], list(scope.orgcodes) or None) for scope in scopes
     }
     return scopes, Setup("", url, issued, units)
 

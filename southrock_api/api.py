@@ -9,9 +9,9 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from southrock_api import paging, ratelimit
-from southrock_api.auth import Principal, authenticate, needs_last_used, record_last_used
-from southrock_api.db import current_data_version, get_database, get_session
-from southrock_api.enrolments import Filters, SortKey, fetch_page, read_snapshot
+from southrock_api.auth import Principal, TokenCache, authenticate, needs_last_used, record_last_used
+from southrock_api.db import begin_snapshot, get_database, get_session, read_versions
+from southrock_api.enrolments import Filters, SortKey, fetch_page
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_PARAMETER, ENDPOINT_NOT_SUPPORTED, ApiError
 from southrock_api.schemas import (
     EXPECTATIONS,
@@ -21,7 +21,7 @@ from southrock_api.schemas import (
     enrolment_renderer,
     work_unit_schema,
 )
-from southrock_api.visibility import filter_by_orgcodes, hierarchy
+from southrock_api.visibility import hierarchy
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -43,14 +43,21 @@ def _authenticate() -> Response | None:
     client = ratelimit.client_key(request.remote_addr)
     ratelimit.check_auth_failures(client)
     now = dt.datetime.now(dt.timezone.utc)
+    session = get_session()
+    begin_snapshot(session)
+    # The request's first read: the tokens and the data it serves are both as of these versions.
+    versions = read_versions(session)
+    g.data_version = versions.data
+    cache: TokenCache = current_app.extensions["southrock_tokens"]
     try:
-        g.principal = authenticate(get_session(), request.headers.get("Authorization"), now)
+        g.principal = authenticate(session, request.headers.get("Authorization"), now, versions, cache)
     except ApiError as error:
         if error.error is AUTHENTICATION_FAILED:
             ratelimit.record_auth_failure(client)
         raise
     if needs_last_used(g.principal, now):
         token_id = g.principal.token_id
+        cache.used(versions, g.principal.public_key, now)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
         def write_last_used() -> None:
@@ -62,7 +69,6 @@ def _authenticate() -> Response | None:
 
         # After the response is sent: the client never waits for this write.
         g.after_response = write_last_used
-    g.data_version = current_data_version(get_session())
     etag = _etag(g.principal, g.data_version)
     if etag is not None:
         g.etag = etag
@@ -138,18 +144,8 @@ def list_enrolments() -> Response:
     start, limit = arguments["start"], arguments["limit"]
     filters = Filters(arguments["SDATE"], arguments["EDATE"])
     session = get_session()
-    data_version = read_snapshot(session, g.data_version)
-    if data_version != g.data_version:
-        # An import committed since authentication: describe the data actually served.
-        g.data_version = data_version
-        etag = _etag(principal, data_version)
-        if etag is not None:
-            g.etag = etag
-    units = filter_by_orgcodes(
-        hierarchy(session, g.data_version).visible_work_units(
-            principal.unit_type, principal.unit_id
-        ),
-        arguments["ORGCODES"],
+    units = hierarchy(session, g.data_version).visible(
+        principal.unit_type, principal.unit_id, arguments["ORGCODES"]
     )
     # The units are a function of these, so the ORGCODES stand in for (thousands of) unit ids.
     fingerprint = paging.fingerprint(
@@ -185,6 +181,7 @@ def _resume_point(text: str | None, fingerprint: str, start: int) -> SortKey | N
 
 def init_app(app: Flask) -> None:
     """Register the blueprint and the checks that run before the limiter."""
+    app.extensions["southrock_tokens"] = TokenCache()
     app.before_request(_require_https)
     app.before_request(_authenticate)
     app.after_request(_finish)

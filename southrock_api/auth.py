@@ -7,12 +7,14 @@ import binascii
 import datetime as dt
 import hmac
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from southrock_api.db import Versions
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
 from southrock_api.models import ApiToken, BusinessUnit, WorkUnit
 from southrock_api.tokens import hash_private_key
@@ -72,29 +74,87 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return public_key, private_key
 
 
-def authenticate(session: Session, header: str | None, now: dt.datetime) -> Principal:
+@dataclass(frozen=True)
+class Credential:
+    """What authentication needs of a token: its hash, its state and whom it speaks for."""
+
+    private_key_hash: str
+    revoked: bool
+    expires_at: dt.datetime | None
+    principal: Principal | None  # None when the token's unit no longer exists
+
+
+def _load(session: Session, public_key: str) -> Credential | None:
+    row = session.execute(
+        select(ApiToken, BusinessUnit, WorkUnit)
+        .outerjoin(BusinessUnit, BusinessUnit.id == ApiToken.business_unit_id)
+        .outerjoin(WorkUnit, WorkUnit.id == ApiToken.work_unit_id)
+        .where(ApiToken.public_key == public_key)
+    ).first()
+    if row is None:
+        return None
+    token, bu, wu = row
+    principal = None
+    if token.business_unit_id is not None and bu is not None:
+        principal = Principal(token.id, public_key, "business_unit", bu.id, bu.code, bu.name, token.last_used_at)
+    elif token.work_unit_id is not None and wu is not None:
+        principal = Principal(token.id, public_key, "work_unit", wu.id, wu.code, wu.name, token.last_used_at)
+    return Credential(token.private_key_hash, token.revoked_at is not None, token.expires_at, principal)
+
+
+class TokenCache:
+    """Tokens by public key, good while the data and tokens versions a request reads are unchanged.
+
+    Every request reads both versions (one statement it needs anyway), and every token
+    change bumps the tokens version in its own transaction, so a revoked or rotated key
+    fails on the next request in every process; only the per-request token query is saved.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._versions: Versions | None = None
+        self._entries: dict[str, Credential] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, versions: Versions, public_key: str) -> Credential | None:
+        """Return the token's credential as of these versions, or None if there is no such token."""
+        with self._lock:
+            if self._versions != versions:
+                self._versions, self._entries = versions, {}
+            found = self._entries.get(public_key)
+        if found is None:
+            # Unknown keys are never cached, so guessing them cannot fill the cache.
+            found = _load(session, public_key)
+            if found is not None:
+                with self._lock:
+                    if self._versions == versions and len(self._entries) < self._size:
+                        self._entries[public_key] = found
+        return found
+
+    def used(self, versions: Versions, public_key: str, at: dt.datetime) -> None:
+        """Remember that the token's last-used time is being written, so it is written once."""
+        with self._lock:
+            found = self._entries.get(public_key)
+            if self._versions == versions and found is not None and found.principal is not None:
+                principal = replace(found.principal, last_used_at=at)
+                self._entries[public_key] = replace(found, principal=principal)
+
+
+def authenticate(
+    session: Session, header: str | None, now: dt.datetime, versions: Versions, cache: TokenCache
+) -> Principal:
     """Return the principal for an Authorization header, or raise E1010/E1020."""
     public_key, private_key = parse_basic(header)
-    token = session.scalar(select(ApiToken).where(ApiToken.public_key == public_key))
-    expected = token.private_key_hash if token is not None else _DUMMY_HASH
+    credential = cache.get(session, versions, public_key)
+    expected = credential.private_key_hash if credential is not None else _DUMMY_HASH
     matches = hmac.compare_digest(hash_private_key(private_key), expected)
-    if token is None or not matches or token.revoked_at is not None:
+    if credential is None or not matches or credential.revoked:
         raise _unauthorized()
-    if token.expires_at is not None and _utc(token.expires_at) <= now:
+    if credential.expires_at is not None and _utc(credential.expires_at) <= now:
         raise _unauthorized("Authentication failed: the API token has expired")
-    if token.business_unit_id is not None:
-        bu = session.get(BusinessUnit, token.business_unit_id)
-        if bu is not None:
-            return Principal(
-                token.id, public_key, "business_unit", bu.id, bu.code, bu.name, token.last_used_at
-            )
-    elif token.work_unit_id is not None:
-        wu = session.get(WorkUnit, token.work_unit_id)
-        if wu is not None:
-            return Principal(
-                token.id, public_key, "work_unit", wu.id, wu.code, wu.name, token.last_used_at
-            )
-    raise ApiError(BAD_TOKEN_TYPE, "Bad API token type: the token has no business or work unit")
+    if credential.principal is None:
+        raise ApiError(BAD_TOKEN_TYPE, "Bad API token type: the token has no business or work unit")
+    return credential.principal
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, MetaData, create_engine, event, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
 
 # Stable constraint names so Alembic produces the same DDL on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -88,25 +94,110 @@ def close_session(_exc: BaseException | None = None) -> None:
         session.close()
 
 
+def execute_compiled(dbapi_connection: Any, compiled: SQLCompiler, parameters: Mapping[str, Any]) -> list[Any]:
+    """Run a compiled statement on a DB-API connection and return its rows (if it has any).
+
+    For the statements every request runs: SQLAlchemy's per-execution work (cache key,
+    result wrapping) costs more than SQLite takes to answer them. Values are passed as
+    given, so the caller binds what the driver takes (ISO text for dates on SQLite).
+    """
+    values = compiled.construct_params(parameters) or {}
+    arguments = tuple(values[name] for name in compiled.positiontup) if compiled.positiontup else values
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(compiled.string, arguments)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        cursor.close()
+
+
+class Prepared:
+    """A Core statement compiled once per dialect, run with execute_compiled."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, SQLCompiler] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, dialect: Dialect) -> SQLCompiler:
+        """The statement compiled for this dialect."""
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))  # type: ignore[attr-defined]
+            with self._lock:
+                self._compiled[dialect.name] = compiled
+        return compiled
+
+    def rows(self, dbapi_connection: Any, dialect: Dialect, parameters: Mapping[str, Any]) -> list[Any]:
+        """Run the statement on a DB-API connection; return its rows."""
+        return execute_compiled(dbapi_connection, self.compiled(dialect), parameters)
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The data version (changes with every import) and the tokens version (every token change)."""
+
+    data: str
+    tokens: str
+
+
+EMPTY = Versions("empty", "initial")
+_versions: Prepared | None = None
+
+
+def read_versions(session: Session) -> Versions:
+    """Read both versions in one statement, in the session's transaction."""
+    global _versions
+    if _versions is None:
+        from southrock_api.models import DataState
+
+        _versions = Prepared(
+            select(DataState.version, DataState.tokens_version).where(DataState.id == 1)
+        )
+    connection = session.connection()
+    rows = _versions.rows(connection.connection, connection.dialect, {})
+    return Versions(*rows[0]) if rows else EMPTY
+
+
+def begin_snapshot(session: Session) -> None:
+    """Make every read of the session's next transaction see one snapshot of the data.
+
+    The caches are keyed by the versions a request reads first, so the versions, the
+    counts and the page must come from the same data. A SQLite read transaction already
+    is one snapshot; under PostgreSQL's READ COMMITTED each statement has its own, so the
+    transaction is REPEATABLE READ (the pool resets the level when the connection returns).
+    """
+    bind = session.get_bind()
+    # A session joined to a transaction its caller owns reads in that transaction's snapshot.
+    if bind.dialect.name == "postgresql" and isinstance(bind, Engine) and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def current_data_version(session: Session) -> str:
     """Return the token that changes whenever imported data changes."""
+    return read_versions(session).data
+
+
+def _bump(session: Session, column: str) -> str:
     from southrock_api.models import DataState
 
-    version = session.scalar(select(DataState.version).where(DataState.id == 1))
-    return version or "empty"
+    # A random token, not a counter: a rolled-back transaction can never make
+    # two different states share a version.
+    version = uuid.uuid4().hex
+    result = session.execute(update(DataState).where(DataState.id == 1).values({column: version}))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(DataState(id=1, **{"version": EMPTY.data, "tokens_version": EMPTY.tokens, column: version}))
+    return version
 
 
 def bump_data_version(session: Session) -> str:
     """Give the data a new version; caches keyed by the old one go stale."""
-    from southrock_api.models import DataState
+    return _bump(session, "version")
 
-    # A random token, not a counter: a rolled-back transaction can never make
-    # two different data sets share a version.
-    version = uuid.uuid4().hex
-    result = session.execute(update(DataState).where(DataState.id == 1).values(version=version))
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(DataState(id=1, version=version))
-    return version
+
+def bump_tokens_version(session: Session) -> str:
+    """Give the tokens a new version; every process reloads its token cache on its next request."""
+    return _bump(session, "tokens_version")
 
 
 def init_app(app: Flask) -> None:

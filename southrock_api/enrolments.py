@@ -35,13 +35,13 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from southrock_api.db import current_data_version
+from southrock_api.db import execute_compiled
 from southrock_api.models import COMPLETED, Course, Enrolment, Learner
 from southrock_api.schemas import enrolment_renderer
 from southrock_api.visibility import WorkUnitInfo
@@ -131,25 +131,6 @@ class _CountCache:
 
 
 unit_counts = _CountCache()
-
-
-def read_snapshot(session: Session, version_read: str) -> str:
-    """Make the rest of the session's reads see one snapshot of the data; return its version.
-
-    The counts are cached by data version, so the version, the counts and the page must
-    come from the same data. SQLite's read transaction already is one snapshot; under
-    PostgreSQL's READ COMMITTED every statement has its own, so a REPEATABLE READ
-    transaction is started (the request has only read so far, so ending its transaction
-    loses nothing; the pool resets the level when the connection is returned).
-    """
-    bind = session.get_bind()
-    # A session joined to a transaction its caller owns reads in that transaction's snapshot.
-    if bind.dialect.name == "postgresql" and isinstance(bind, Engine):
-        session.commit()
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        return current_data_version(session)
-    # Still the transaction that read `version_read`, so still its snapshot: no need to ask again.
-    return version_read
 
 
 def _plan(
@@ -290,27 +271,14 @@ def _compiled(shape: _Shape, dialect: Dialect) -> SQLCompiler:
 
 
 def _page_rows(connection: Connection, slices: list[_Slice], filters: Filters) -> list[tuple[Any, ...]]:
-    """Run a page's statement on the connection's DB-API cursor and return its rows.
-
-    The statement is compiled once per shape; executing the SQL string directly skips
-    SQLAlchemy's per-execution cache key and result wrapping, which for this statement
-    cost as much as running it.
-    """
+    """Run a page's statement, compiled once per shape, on the connection's DB-API cursor."""
     shape, parameters = _page_query(slices, filters)
-    compiled = _compiled(shape, connection.dialect)
-    values = dict(compiled.construct_params(parameters) or {})
     if connection.dialect.name == "sqlite":
         # What SQLAlchemy's Date type would bind: SQLite keeps dates as ISO text.
         for name in ("sdate", "edate"):
-            if values.get(name) is not None:
-                values[name] = values[name].isoformat()
-    arguments = tuple(values[name] for name in compiled.positiontup) if compiled.positiontup else values
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(compiled.string, arguments)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+            if parameters[name] is not None:
+                parameters[name] = parameters[name].isoformat()
+    return execute_compiled(connection.connection, _compiled(shape, connection.dialect), parameters)
 
 
 def _as_date(raw: str | dt.date) -> dt.date:

@@ -168,12 +168,14 @@ class TokenAudit(Base):
 
 
 class DataState(Base):
-    """A single row whose version changes with every import."""
+    """A single row whose versions change with every import and every change to a token."""
 
     __tablename__ = "data_state"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[str] = mapped_column(String(32))
+    # Read with `version` on every API request: the per-process token cache is good while it holds.
+    tokens_version: Mapped[str] = mapped_column(String(32), server_default="initial")
 
 
 class RtopilotPush(Base):

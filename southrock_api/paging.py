@@ -21,6 +21,7 @@ MAX_CURSOR_LENGTH = 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # spec §10: only characters UTF-8 encodes in three bytes or fewer.
 MAX_CODE_POINT = 0xFFFF
+_BEYOND_THREE_BYTES = re.compile("[\U00010000-\U0010FFFF]")  # every code point above MAX_CODE_POINT
 
 
 def _bad(name: str, expected: str) -> ApiError:
@@ -28,17 +29,18 @@ def _bad(name: str, expected: str) -> ApiError:
 
 
 def _decode(raw: str, name: str) -> str:
+    if raw.isascii() and raw.isprintable() and "%" not in raw and "+" not in raw:
+        return raw  # nothing to decode, nothing to refuse: most names and values
     if _BAD_ESCAPE.search(raw):
         raise _bad(name, "valid percent-encoding")
     try:
         value = unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(name, "UTF-8 text") from None
-    for char in value:
-        if ord(char) > MAX_CODE_POINT:
-            raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
-        if ord(char) < 0x20 or ord(char) == 0x7F:
-            raise _bad(name, "printable characters")
+    if _BEYOND_THREE_BYTES.search(value):
+        raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
+    if any(char < " " or char == "\x7f" for char in value):
+        raise _bad(name, "printable characters")
     return value
 
 
@@ -128,13 +130,15 @@ def link_header(
     next_cursor: str | None,
 ) -> str:
     """Build the spec's Link header: next (unless last page), last, first, prev (unless first)."""
-    kept = [(name, value) for name, value in pairs if name not in PAGING_PARAMETERS]
+    # Encoded once for the (up to four) links: ORGCODES may name thousands of units.
+    kept = urlencode([(name, value) for name, value in pairs if name not in PAGING_PARAMETERS])
+    prefix = f"{base_url}?{kept}&" if kept else f"{base_url}?"
 
     def url(page_start: int, page_limit: int, cursor: str | None = None) -> str:
-        query = [*kept, ("start", str(page_start)), ("limit", str(page_limit))]
+        query = [("start", str(page_start)), ("limit", str(page_limit))]
         if cursor:
             query.append(("after", cursor))
-        return f"{base_url}?{urlencode(query)}"
+        return prefix + urlencode(query)
 
     # first and last are the canonical pages 1, 1+limit, ...: following next from first reaches last.
     last = 1 + (max(total, 1) - 1) // limit * limit

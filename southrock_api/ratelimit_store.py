@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from southrock_api.db import make_engine
+from southrock_api.db import Prepared, make_engine
 
 # How long after its own increment a thread may answer a read of that window from memory.
 RECENT_SECONDS = 1.0
@@ -34,7 +34,15 @@ class SQLStorage(Storage):
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self.engine = make_engine(uri)
+        # Each statement is its own transaction (the upsert is atomic by itself), which on
+        # PostgreSQL saves a BEGIN and a COMMIT per request. A connection that fails is
+        # discarded (see _run) instead of pinged before every use.
+        self.engine = (
+            make_engine(uri)
+            if uri.startswith("sqlite")
+            else make_engine(uri, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+        )
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._schema_ready = False
         self._recent = threading.local()
         insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
@@ -42,7 +50,7 @@ class SQLStorage(Storage):
         amount = bindparam("amount", type_=Integer)
         now, ends = bindparam("now", type_=Float), bindparam("ends", type_=Float)
         expired = counters.c.expires_at <= now
-        self._upsert = (
+        self._upsert = Prepared(
             insert.values(key=bindparam("key"), count=amount, expires_at=ends)
             .on_conflict_do_update(
                 index_elements=[counters.c.key],
@@ -53,13 +61,27 @@ class SQLStorage(Storage):
             )
             .returning(counters.c.count, counters.c.expires_at)
         )
-        self._window = select(counters.c.count, counters.c.expires_at).where(
-            counters.c.key == bindparam("key")
+        self._window = Prepared(
+            select(counters.c.count, counters.c.expires_at).where(counters.c.key == bindparam("key"))
         )
 
     @property
-    def base_exceptions(self) -> type[Exception]:
-        return SQLAlchemyError
+    def base_exceptions(self) -> tuple[type[Exception], ...]:
+        return (SQLAlchemyError, self._driver_error)
+
+    def _run(self, statement: Prepared, parameters: dict[str, Any]) -> list[Any]:
+        """Run one statement on a pooled connection's DB-API cursor (its own transaction)."""
+        self._ensure_schema()
+        connection = self.engine.raw_connection()
+        try:
+            rows = statement.rows(connection, self.engine.dialect, parameters)
+            connection.commit()
+            return rows
+        except self._driver_error:
+            connection.invalidate()  # never handed out again: the next use connects afresh
+            raise
+        finally:
+            connection.close()
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -83,11 +105,9 @@ class SQLStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add amount to the key's window, starting a new window when the old one has ended."""
-        self._ensure_schema()
         now = time.time()
         parameters = {"key": key, "amount": amount, "now": now, "ends": now + expiry}
-        with self.engine.begin() as connection:
-            count, expires_at = connection.execute(self._upsert, parameters).one()
+        [(count, expires_at)] = self._run(self._upsert, parameters)
         # The response's rate-limit headers read this window next; answering them from the
         # increment itself saves two round trips and describes the request exactly.
         self._recent.window = (key, int(count), float(expires_at), time.monotonic())
@@ -101,10 +121,8 @@ class SQLStorage(Storage):
         recent = getattr(self._recent, "window", None)
         if recent is not None and recent[0] == key and time.monotonic() - recent[3] < RECENT_SECONDS:
             return recent[1], recent[2]
-        self._ensure_schema()
-        with self.engine.connect() as connection:
-            row = connection.execute(self._window, {"key": key}).first()
-        return (int(row[0]), float(row[1])) if row is not None else (0, 0.0)
+        rows = self._run(self._window, {"key": key})
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
 
     def _forget_before(self, cutoff: float) -> None:
         # Its own transaction, holding no counter's lock, and skipping rows another transaction

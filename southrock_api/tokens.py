@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from southrock_api.db import bump_tokens_version
 from southrock_api.models import ApiToken, BusinessUnit, TokenAudit, WorkUnit
 
 # Recognisable prefixes let secret scanners find a leaked private key.
@@ -78,6 +79,8 @@ def _actor() -> str:
 
 
 def _audit(session: Session, action: str, public_key: str, detail: str | None = None) -> None:
+    # Every change to a token is audited here, so here every server's token cache learns of it.
+    bump_tokens_version(session)
     session.add(
         TokenAudit(at=_now(), actor=_actor(), action=action, public_key=public_key, detail=detail)
     )

@@ -36,6 +36,7 @@ class Hierarchy:
         self._business_unit_children = business_unit_children
         self._work_units_of_business_unit = work_units_of_business_unit
         self._visible: dict[tuple[str, int], list[WorkUnitInfo]] = {}
+        self._visible_by_code: dict[tuple[str, int], dict[str, WorkUnitInfo]] = {}
         self._by_code = {info.code: info for info in work_units.values()}
 
     @classmethod
@@ -78,6 +79,20 @@ class Hierarchy:
             self._visible[key] = cached
         return cached
 
+    def visible(self, unit_type: str, unit_id: int, orgcodes: list[str] | None) -> list[WorkUnitInfo]:
+        """The visible work units narrowed to ORGCODES; codes not visible are ignored (spec §17.1.2)."""
+        units = self.visible_work_units(unit_type, unit_id)
+        if not orgcodes:
+            return units
+        key = (unit_type, unit_id)
+        by_code = self._visible_by_code.get(key)
+        if by_code is None:
+            by_code = {info.code: info for info in units}
+            self._visible_by_code[key] = by_code
+        # Looked up by code: ORGCODES is short, the visible units may number thousands.
+        found = {code: by_code[code] for code in orgcodes if code in by_code}
+        return [found[code] for code in sorted(found)]
+
     def by_code(self, code: str) -> WorkUnitInfo | None:
         """Return the work unit with this code, if any."""
         return self._by_code.get(code)
@@ -109,13 +124,3 @@ def hierarchy(session: Session, data_version: str) -> Hierarchy:
             _cache.clear()  # only the newest version is ever asked for again
             _cache[data_version] = cached
     return cached
-
-
-def filter_by_orgcodes(
-    visible: list[WorkUnitInfo], orgcodes: list[str] | None
-) -> list[WorkUnitInfo]:
-    """Keep the visible units named in ORGCODES; codes not visible are ignored (spec §17.1.2)."""
-    if not orgcodes:
-        return visible
-    wanted = set(orgcodes)
-    return [info for info in visible if info.code in wanted]

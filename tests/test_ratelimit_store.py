@@ -64,3 +64,24 @@ def test_the_window_just_incremented_is_read_back_from_the_increment(store: SQLS
     with ThreadPoolExecutor(max_workers=1) as pool:
         store.incr("site", 60)
         assert pool.submit(store.get, "site").result() == 8  # another thread never sees this thread's memory
+
+
+def test_a_connection_the_server_dropped_fails_one_call_and_is_replaced(tmp_path: Path) -> None:
+    import psycopg
+
+    with databases.postgres_database(tmp_path) as url:
+        store = SQLStorage(url)
+        try:
+            assert store.incr("site", 60) == 1
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(databases.POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
+            # The pooled connection is dead: one call fails (flask-limiter then counts in
+            # memory), the connection is discarded rather than pinged, and the next call reconnects.
+            with pytest.raises(store.base_exceptions):
+                store.incr("site", 60)
+            assert store.incr("site", 60) == 2
+        finally:
+            store.engine.dispose()

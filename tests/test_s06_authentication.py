@@ -10,8 +10,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from southrock_api.auth import TokenCache, authenticate
+from southrock_api.db import bump_data_version, bump_tokens_version, read_versions
+from southrock_api.errors import ApiError
 from southrock_api.models import ApiToken
-from southrock_api.tokens import hash_private_key, revoke_token
+from southrock_api.tokens import create_token, hash_private_key, revoke_token, rotate_token
 from tests import factories
 
 
@@ -156,3 +159,63 @@ def test_last_used_is_written_at_most_once_a_minute(
     after = session.scalar(select(ApiToken.last_used_at).where(ApiToken.public_key == issued.public_key))
     assert after is not None
     assert (after.replace(tzinfo=dt.timezone.utc) != before) is rewritten
+
+
+# -- the token cache: every request reads the tokens version, so no change is ever missed --------
+
+
+def test_every_change_to_a_token_gives_the_tokens_a_new_version(session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    seen = [read_versions(session).tokens]
+    rotated = rotate_token(session, issued.public_key)
+    seen.append(read_versions(session).tokens)
+    revoke_token(session, rotated.public_key)
+    seen.append(read_versions(session).tokens)
+    create_token(session, business_unit="EDU")
+    seen.append(read_versions(session).tokens)
+    assert len(set(seen)) == 4
+    data = read_versions(session).data
+    bump_data_version(session)
+    assert read_versions(session).tokens == seen[-1] and read_versions(session).data != data
+
+
+def test_a_request_leaves_the_tokens_version_alone(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    before = read_versions(session)
+    # The first request also writes the token's last-used time.
+    client.get("/api/v1", headers={"Authorization": issued.authorization}).close()
+    session.expire_all()
+    assert read_versions(session) == before
+
+
+def test_a_rotated_key_fails_on_the_next_request_and_the_new_one_works(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 200
+    rotated = rotate_token(session, issued.public_key)
+    session.commit()
+    assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 401
+    assert client.get("/api/v1", headers={"Authorization": rotated.authorization}).status_code == 200
+
+
+def test_a_cached_token_still_expires_by_the_clock(session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
+    assert row is not None
+    ends = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    row.expires_at = ends
+    bump_tokens_version(session)
+    cache, versions = TokenCache(), read_versions(session)
+    before, after = ends - dt.timedelta(seconds=1), ends + dt.timedelta(seconds=1)
+    assert authenticate(session, issued.authorization, before, versions, cache).public_key == issued.public_key
+    with pytest.raises(ApiError, match="expired"):
+        authenticate(session, issued.authorization, after, versions, cache)
+
+
+def test_unknown_public_keys_are_never_cached(session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    cache, versions = TokenCache(size=1), read_versions(session)
+    for n in range(20):
+        with pytest.raises(ApiError):
+            authenticate(session, basic(f"srpk_guess{n}:srsk_guess"), dt.datetime.now(dt.timezone.utc), versions, cache)
+    # The one place in the cache is still free for a real token.
+    now = dt.datetime.now(dt.timezone.utc)
+    assert authenticate(session, issued.authorization, now, versions, cache).public_key == issued.public_key
+    row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
+    assert row is not None
+    session.delete(row)  # gone from the database (without a version change): served from the cache
+    assert authenticate(session, issued.authorization, now, versions, cache).public_key == issued.public_key

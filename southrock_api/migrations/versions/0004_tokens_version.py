@@ -1,0 +1,33 @@
+"""tokens version
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-22 14:00:00.000000
+
+data_state.tokens_version changes with every token created, revoked or rotated. Each API
+request reads it with the data version (one statement) and authenticates from a per-process
+cache of tokens while it is unchanged, so a revocation still takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('data_state', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('tokens_version', sa.String(length=32), server_default='initial', nullable=False)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('data_state', schema=None) as batch_op:
+        batch_op.drop_column('tokens_version')
