@@ -29,15 +29,17 @@ import http.client
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
@@ -120,10 +122,16 @@ class Result:
     page_ms: float
     count_ms: float
     json_ms: float
+    http_ms: float  # the same response bytes served by bench/echo_app.py through the same gunicorn
 
     @property
     def ratio(self) -> float:
         return self.api_ms / self.floor_ms
+
+    @property
+    def work_ratio(self) -> float:
+        """The API's time less what HTTP alone costs for the same response, against the floor."""
+        return max(self.api_ms - self.http_ms, 0.0) / self.floor_ms
 
     @property
     def overhead_ratio(self) -> float:
@@ -430,6 +438,48 @@ class Client:
         return seconds, response, body
 
 
+@dataclass
+class Clients:
+    """A keep-alive connection to the API and one to the echo server (bench/echo_app.py)."""
+
+    api: Client
+    echo: Client
+
+    def prime(self, body: bytes) -> None:
+        """Make the echo server answer with these bytes."""
+        self.echo.connection.request("PUT", "/", body=body)
+        response = self.echo.connection.getresponse()
+        response.read()
+        if response.status != 204:
+            raise RuntimeError(f"echo server: {response.status}")
+
+
+@contextmanager
+def echo_server() -> Iterator[str]:
+    """bench/echo_app.py under gunicorn.conf.py's settings, one worker (one primed body)."""
+    port = servers.free_port()
+    env = {**os.environ, "SOUTHROCK_BIND": f"127.0.0.1:{port}", "SOUTHROCK_WORKERS": "1", "SOUTHROCK_LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "bench.echo_app:app"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/")
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the echo server did not start") from None
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+
+
 def _path(scope: Scope, start: int) -> str:
     return "/api/v1/enrolments?" + urlencode([*scope.query(), ("start", str(start)), ("limit", str(LIMIT))])
 
@@ -461,8 +511,9 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
     results: list[Result] = []
     memory: dict[str, Any] = {}
     memory["load average before"] = f"{os.getloadavg()[0]:.1f}"
-    with servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url:
+    with servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url, echo_server() as echo_url:
         client = Client(base_url)
+        clients = Clients(client, Client(echo_url))
         memory["after start"] = worker_rss(base_url)
         for scope in scopes:
             size = setup.sizes[scope.name]
@@ -475,13 +526,13 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
             for label in wanted:
                 start = positions[label]
                 results.append(
-                    _measure(f"{scope.name}: {label} page (start={start:,})", runs, client, authorization, floors[scope.name], scope, start)
+                    _measure(f"{scope.name}: {label} page (start={start:,})", runs, clients, authorization, floors[scope.name], scope, start)
                 )
                 log(f"{backend}: {results[-1].scenario}: API {results[-1].api_ms:.1f} ms, floor {results[-1].floor_ms:.1f} ms")
         root = scopes[0]
         authorization = setup.tokens[root.token].authorization
         for label, start in (("from the first page", 1), ("from the 50% page", 1 + setup.sizes[root.name] // 2 // LIMIT * LIMIT)):
-            results.append(_measure_following(f"root: following next {label}", runs, client, authorization, floors[root.name], root, start))
+            results.append(_measure_following(f"root: following next {label}", runs, clients, authorization, floors[root.name], root, start))
             log(f"{backend}: {results[-1].scenario}: API {results[-1].api_ms:.1f} ms, floor {results[-1].floor_ms:.1f} ms")
         memory["after scenarios"] = worker_rss(base_url)
         # A long walk deep into the result must not grow the worker.
@@ -495,39 +546,50 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
     return results, memory
 
 
-def _measure(name: str, runs: int, client: Client, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
+def _measure(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
     path = _path(scope, start)
     for _ in range(WARMUP):
-        client.get(path, authorization)
+        clients.api.get(path, authorization)
         floor.measure(start, None)
+    clients.prime(clients.api.get(path, authorization)[2])
     api: list[float] = []
+    http: list[float] = []
     parts: list[tuple[float, float, float]] = []
-    # Alternating, so that both sides see the same background load on a shared machine.
+    # Alternating, so that both sides see the same background load on a shared machine, and
+    # the API and the echo server each answer after the same pause (the floor's work).
     for _ in range(runs):
-        api.append(client.get(path, authorization)[0])
+        api.append(clients.api.get(path, authorization)[0])
         parts.append(floor.measure(start, None)[:3])
-    return _result(name, api, parts)
+        http.append(clients.echo.get(path, authorization)[0])
+        parts.append(floor.measure(start, None)[:3])
+    return _result(name, api, parts, http)
 
 
-def _measure_following(name: str, runs: int, client: Client, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
+def _measure_following(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
     """Time pages reached by following `next` from `start`, and the floor's keyset seek for the same pages."""
     api: list[float] = []
+    http: list[float] = []
     parts: list[tuple[float, float, float]] = []
     for run in range(WARMUP + runs):
-        _, response, _ = client.get(_path(scope, start), authorization)
+        _, response, _ = clients.api.get(_path(scope, start), authorization)
         rows = floor.measure(start, None)[3]
         position = start
         for _ in range(FOLLOWED_PAGES):
-            seconds, response, _ = client.get(_next_path(response), authorization)
+            seconds, response, body = clients.api.get(_next_path(response), authorization)
             position += LIMIT
-            page, count, encode, rows = floor.measure(position, _key(rows[-1]))
+            page, count, encode, next_rows = floor.measure(position, _key(rows[-1]))
+            clients.prime(body)
+            echo_seconds = clients.echo.get("/", authorization)[0]
+            again = floor.measure(position, _key(rows[-1]))[:3]
+            rows = next_rows
             if run >= WARMUP:
                 api.append(seconds)
-                parts.append((page, count, encode))
-    return _result(name, api, parts)
+                http.append(echo_seconds)
+                parts += [(page, count, encode), again]
+    return _result(name, api, parts, http)
 
 
-def _result(name: str, api: list[float], parts: list[tuple[float, float, float]]) -> Result:
+def _result(name: str, api: list[float], parts: list[tuple[float, float, float]], http: list[float]) -> Result:
     return Result(
         name,
         statistics.median(api) * 1000,
@@ -535,6 +597,7 @@ def _result(name: str, api: list[float], parts: list[tuple[float, float, float]]
         statistics.median(p[0] for p in parts) * 1000,
         statistics.median(p[1] for p in parts) * 1000,
         statistics.median(p[2] for p in parts) * 1000,
+        statistics.median(http) * 1000,
     )
 
 
@@ -586,13 +649,14 @@ def machine() -> dict[str, str]:
 def table(results: list[Result]) -> list[str]:
     """A Markdown table of the results."""
     lines = [
-        "| scenario | API ms | floor ms | ratio | floor: page + count + JSON ms | API ÷ (page + JSON) |",
-        "|---|---:|---:|---:|---|---:|",
+        "| scenario | API ms | floor ms | ratio | floor: page + count + JSON ms | API ÷ (page + JSON) | HTTP alone ms | (API − HTTP) ÷ floor |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.scenario} | {r.api_ms:.1f} | {r.floor_ms:.1f} | **{r.ratio:.2f}** | "
-            f"{r.page_ms:.1f} + {r.count_ms:.1f} + {r.json_ms:.1f} | {r.overhead_ratio:.2f} |"
+            f"{r.page_ms:.1f} + {r.count_ms:.1f} + {r.json_ms:.1f} | {r.overhead_ratio:.2f} | "
+            f"{r.http_ms:.1f} | {r.work_ratio:.2f} |"
         )
     return lines
 
@@ -617,7 +681,10 @@ def write_report(
         "- Floor: in-process, the same page read from a table that holds exactly that request's result, clustered",
         "  on the report order (LIMIT/OFFSET for `start=`, a keyset seek for a followed `next` link), plus",
         "  `SELECT count(*)` of the result, plus JSON encoding of the page (keys encoded once, values by the json module's C encoder).",
-        "- The last column compares the API with the floor's page + JSON alone (the API's count is cached).",
+        "- API ÷ (page + JSON) compares the API with the floor's page + JSON alone (the API's count is cached).",
+        "- HTTP alone: the same response bytes served from memory by `bench/echo_app.py` under the same",
+        "  gunicorn.conf.py, measured the same way (one keep-alive connection, after the same pause). The last",
+        "  column is the API's time less that, against the floor: the application's own share of the ratio.",
         "",
     ]
     for backend, (results, memory, sizes) in sections.items():
