@@ -9,7 +9,14 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from southrock_api import paging, ratelimit
-from southrock_api.auth import Principal, TokenCache, authenticate, needs_last_used, record_last_used
+from southrock_api.auth import (
+    Principal,
+    TokenCache,
+    authenticate,
+    needs_last_used,
+    parse_basic,
+    record_last_used,
+)
 from southrock_api.db import begin_snapshot, get_database, get_session, read_versions
 from southrock_api.enrolments import Filters, SortKey, fetch_page
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_PARAMETER, ENDPOINT_NOT_SUPPORTED, ApiError
@@ -43,14 +50,16 @@ def _authenticate() -> Response | None:
     client = ratelimit.client_key(request.remote_addr)
     ratelimit.check_auth_failures(client)
     now = dt.datetime.now(dt.timezone.utc)
-    session = get_session()
-    begin_snapshot(session)
-    # The request's first read: the tokens and the data it serves are both as of these versions.
-    versions = read_versions(session)
-    g.data_version = versions.data
     cache: TokenCache = current_app.extensions["southrock_tokens"]
     try:
-        g.principal = authenticate(session, request.headers.get("Authorization"), now, versions, cache)
+        # A missing or malformed header is refused before any database work.
+        credentials = parse_basic(request.headers.get("Authorization"))
+        session = get_session()
+        begin_snapshot(session)
+        # The request's first read: the tokens and the data it serves are both as of these versions.
+        versions = read_versions(session)
+        g.data_version = versions.data
+        g.principal = authenticate(session, credentials, now, versions, cache)
     except ApiError as error:
         if error.error is AUTHENTICATION_FAILED:
             ratelimit.record_auth_failure(client)

@@ -141,10 +141,10 @@ class TokenCache:
 
 
 def authenticate(
-    session: Session, header: str | None, now: dt.datetime, versions: Versions, cache: TokenCache
+    session: Session, credentials: tuple[str, str], now: dt.datetime, versions: Versions, cache: TokenCache
 ) -> Principal:
-    """Return the principal for an Authorization header, or raise E1010/E1020."""
-    public_key, private_key = parse_basic(header)
+    """Return the principal for parse_basic's (public key, private key), or raise E1010/E1020."""
+    public_key, private_key = credentials
     credential = cache.get(session, versions, public_key)
     expected = credential.private_key_hash if credential is not None else _DUMMY_HASH
     matches = hmac.compare_digest(hash_private_key(private_key), expected)

@@ -116,16 +116,17 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._compiled: dict[str, SQLCompiler] = {}
+        self._compiled: dict[tuple[str, str], SQLCompiler] = {}
         self._lock = threading.Lock()
 
     def compiled(self, dialect: Dialect) -> SQLCompiler:
-        """The statement compiled for this dialect."""
-        compiled = self._compiled.get(dialect.name)
+        """The statement compiled for this dialect and driver (drivers differ in parameter style)."""
+        key = (dialect.name, dialect.driver)
+        compiled = self._compiled.get(key)
         if compiled is None:
             compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))  # type: ignore[attr-defined]
             with self._lock:
-                self._compiled[dialect.name] = compiled
+                self._compiled[key] = compiled
         return compiled
 
     def rows(self, dbapi_connection: Any, dialect: Dialect, parameters: Mapping[str, Any]) -> list[Any]:

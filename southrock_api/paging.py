@@ -21,7 +21,8 @@ MAX_CURSOR_LENGTH = 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # spec §10: only characters UTF-8 encodes in three bytes or fewer.
 MAX_CODE_POINT = 0xFFFF
-_BEYOND_THREE_BYTES = re.compile("[\U00010000-\U0010FFFF]")  # every code point above MAX_CODE_POINT
+# Control characters, DEL, and every code point above MAX_CODE_POINT: the first one found is reported.
+_REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f\U00010000-\U0010FFFF]")
 
 
 def _bad(name: str, expected: str) -> ApiError:
@@ -37,9 +38,10 @@ def _decode(raw: str, name: str) -> str:
         value = unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(name, "UTF-8 text") from None
-    if _BEYOND_THREE_BYTES.search(value):
-        raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
-    if any(char < " " or char == "\x7f" for char in value):
+    refused = _REFUSED_CHARACTER.search(value)
+    if refused is not None:
+        if ord(refused.group()) > MAX_CODE_POINT:
+            raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
         raise _bad(name, "printable characters")
     return value
 

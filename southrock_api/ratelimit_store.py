@@ -42,7 +42,7 @@ class SQLStorage(Storage):
             if uri.startswith("sqlite")
             else make_engine(uri, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
         )
-        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        self._driver_error: Any = self.engine.dialect.loaded_dbapi.Error  # the DB-API module's Error
         self._schema_ready = False
         self._recent = threading.local()
         insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
@@ -77,8 +77,9 @@ class SQLStorage(Storage):
             rows = statement.rows(connection, self.engine.dialect, parameters)
             connection.commit()
             return rows
-        except self._driver_error:
-            connection.invalidate()  # never handed out again: the next use connects afresh
+        except self._driver_error as error:
+            if self.engine.dialect.is_disconnect(error, connection.dbapi_connection, None):
+                connection.invalidate()  # never handed out again: the next use connects afresh
             raise
         finally:
             connection.close()

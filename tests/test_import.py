@@ -15,7 +15,15 @@ from flask.testing import FlaskCliRunner, FlaskClient
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import current_data_version, get_database
+from southrock_api.db import (
+    begin_snapshot,
+    bump_data_version,
+    bump_tokens_version,
+    current_data_version,
+    get_database,
+    get_session,
+    read_versions,
+)
 from southrock_api.demo import write_demo_csvs
 from southrock_api.importer import MAX_PROBLEMS, ImportFailed, import_directory
 from southrock_api.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
@@ -426,6 +434,27 @@ def test_an_import_killed_half_way_leaves_the_database_as_it_was(backend: str, t
             assert _snapshot(app) == before
             with get_database(app).session_factory() as session:
                 assert session.scalar(select(Learner.lr_id).where(Learner.lr_id == "john.student")) == "john.student"
+        finally:
+            dispose(app)
+
+
+def test_a_request_reads_its_versions_and_its_page_in_one_snapshot(backend: str, tmp_path: Path) -> None:
+    with fresh_database(backend, tmp_path) as url:
+        app = migrated_app(url)
+        try:
+            with app.test_request_context("/api/v1/enrolments"):
+                session = get_session()
+                begin_snapshot(session)
+                first = read_versions(session)
+                # Another process imports and changes a token meanwhile.
+                with get_database(app).session_factory() as other:
+                    bump_data_version(other)
+                    bump_tokens_version(other)
+                    other.commit()
+                # Under PostgreSQL's default READ COMMITTED this read would see the new versions.
+                assert read_versions(session) == first
+                session.close()
+                assert read_versions(get_session()) != first
         finally:
             dispose(app)
 

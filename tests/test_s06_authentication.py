@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from southrock_api.auth import TokenCache, authenticate
+from southrock_api import create_app
+from southrock_api.auth import TokenCache, authenticate, parse_basic
 from southrock_api.db import bump_data_version, bump_tokens_version, read_versions
 from southrock_api.errors import ApiError
 from southrock_api.models import ApiToken
@@ -202,20 +204,32 @@ def test_a_cached_token_still_expires_by_the_clock(session: Session, issued) -> 
     bump_tokens_version(session)
     cache, versions = TokenCache(), read_versions(session)
     before, after = ends - dt.timedelta(seconds=1), ends + dt.timedelta(seconds=1)
-    assert authenticate(session, issued.authorization, before, versions, cache).public_key == issued.public_key
+    assert authenticate(session, parse_basic(issued.authorization), before, versions, cache).public_key == issued.public_key
     with pytest.raises(ApiError, match="expired"):
-        authenticate(session, issued.authorization, after, versions, cache)
+        authenticate(session, parse_basic(issued.authorization), after, versions, cache)
 
 
 def test_unknown_public_keys_are_never_cached(session: Session, issued) -> None:  # type: ignore[no-untyped-def]
     cache, versions = TokenCache(size=1), read_versions(session)
     for n in range(20):
         with pytest.raises(ApiError):
-            authenticate(session, basic(f"srpk_guess{n}:srsk_guess"), dt.datetime.now(dt.timezone.utc), versions, cache)
+            authenticate(session, parse_basic(basic(f"srpk_guess{n}:srsk_guess")), dt.datetime.now(dt.timezone.utc), versions, cache)
     # The one place in the cache is still free for a real token.
     now = dt.datetime.now(dt.timezone.utc)
-    assert authenticate(session, issued.authorization, now, versions, cache).public_key == issued.public_key
+    assert authenticate(session, parse_basic(issued.authorization), now, versions, cache).public_key == issued.public_key
     row = session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key))
     assert row is not None
     session.delete(row)  # gone from the database (without a version change): served from the cache
-    assert authenticate(session, issued.authorization, now, versions, cache).public_key == issued.public_key
+    assert authenticate(session, parse_basic(issued.authorization), now, versions, cache).public_key == issued.public_key
+
+
+def test_a_missing_or_malformed_header_is_refused_without_the_database(tmp_path: Path) -> None:
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}", "RATELIMIT_STORAGE_URI": "memory://"}
+    )
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "Basic !!!"}, {"Authorization": basic("no-colon")}):
+        response = client.get("/api/v1/enrolments", headers=headers)
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "E1010"
+    # A well-formed header needs the database, which here cannot be opened.
+    assert client.get("/api/v1", headers={"Authorization": basic("srpk_x:srsk_y")}).status_code == 500

@@ -63,6 +63,18 @@ def test_characters_outside_the_supported_set_are_e3010(
     assert error["message"].startswith(f"Invalid parameter found: {parameter}")
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("%01%F0%9F%98%80", "printable characters"), ("%F0%9F%98%80%01", "three UTF-8 bytes")],
+)
+def test_the_first_refused_character_is_the_one_reported(
+    client: FlaskClient, authorization: str, value: str, expected: str
+) -> None:
+    response = client.get(f"/api/v1/enrolments?ORGCODES={value}", headers={"Authorization": authorization})
+    assert response.status_code == 400
+    assert expected in response.get_json()["error"]["message"]
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"])
 @pytest.mark.parametrize("path", ["/api/v1", "/api/v1/enrolments"])
 def test_methods_other_than_get_are_404_e2030(client: FlaskClient, authorization: str, method: str, path: str) -> None:

@@ -10,10 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import Engine, UniqueConstraint, inspect
+from sqlalchemy import Engine, UniqueConstraint, func, inspect, select
 
 from southrock_api import create_app, models, ratelimit_store  # noqa: F401  (registers the tables)
-from southrock_api.db import Base, get_database
+from southrock_api.db import EMPTY, Base, get_database, read_versions
+from southrock_api.models import DataState
 from southrock_api.schema import alembic_config, include_name
 from tests import databases
 
@@ -42,6 +43,14 @@ def test_db_upgrade_applies_every_migration_from_empty(empty_app: Flask) -> None
     with _engine(empty_app).connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head
     assert set(Base.metadata.tables) <= set(inspect(_engine(empty_app)).get_table_names())
+
+
+def test_an_upgraded_database_has_its_one_state_row(empty_app: Flask) -> None:
+    _upgrade(empty_app)
+    # Created by the migration, so the first token change and the first import never race for it.
+    with get_database(empty_app).session_factory() as session:
+        assert read_versions(session) == EMPTY
+        assert session.scalar(select(func.count()).select_from(DataState)) == 1
 
 
 def test_db_upgrade_twice_is_harmless(empty_app: Flask) -> None:

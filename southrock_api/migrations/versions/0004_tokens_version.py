@@ -7,6 +7,7 @@ Create Date: 2026-11-22 14:00:00.000000
 data_state.tokens_version changes with every token created, revoked or rotated. Each API
 request reads it with the data version (one statement) and authenticates from a per-process
 cache of tokens while it is unchanged, so a revocation still takes effect on the next request.
+The single data_state row is created here if no import has created it yet.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column('tokens_version', sa.String(length=32), server_default='initial', nullable=False)
         )
+    # The one row exists from here on, so the first token change and the first import never
+    # race to insert it ('empty' is the version an empty database always reported).
+    op.execute(
+        "INSERT INTO data_state (id, version, tokens_version) "
+        "SELECT 1, 'empty', 'initial' WHERE NOT EXISTS (SELECT 1 FROM data_state WHERE id = 1)"
+    )
 
 
 def downgrade() -> None:
