@@ -156,16 +156,12 @@ def list_enrolments() -> Response:
     units = hierarchy(session, g.data_version).visible(
         principal.unit_type, principal.unit_id, arguments["ORGCODES"]
     )
-    # The units are a function of these, so the ORGCODES stand in for (thousands of) unit ids.
-    fingerprint = paging.fingerprint(
-        g.data_version,
-        principal.unit_type,
-        principal.unit_id,
-        filters,
-        sorted(set(arguments["ORGCODES"] or ())),
-    )
+    # Within a data version the units are a function of these, so they stand in for (thousands of)
+    # unit ids: in the cursor's fingerprint and as the key of the units' cached running totals.
+    units_key = (principal.unit_type, principal.unit_id, tuple(sorted(set(arguments["ORGCODES"] or ()))))
+    fingerprint = paging.fingerprint(g.data_version, principal.unit_type, principal.unit_id, filters, list(units_key[2]))
     after = _resume_point(dict(pairs).get("after"), fingerprint, start)
-    page = fetch_page(session, g.data_version, units, filters, start, limit, after)
+    page = fetch_page(session, g.data_version, units, filters, start, limit, after, units_key)
     next_cursor = None
     if page.last is not None:
         next_cursor = paging.Cursor(fingerprint, start + len(page.rows) - 1, page.last).encode()

@@ -17,6 +17,7 @@ import functools
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
@@ -105,10 +106,35 @@ def _completed(query: Select, filters: Filters) -> Select:
 class _CountCache:
     """Per-work-unit row counts keyed by (data version, filters); a small LRU per process."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 32, layouts: int = 1024) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, Filters], dict[int, int]] = OrderedDict()
+        self._layouts_size = layouts
+        self._layouts: OrderedDict[tuple[str, Filters, Hashable], tuple[list[int], list[int]]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def layout(
+        self, session: Session, data_version: str, filters: Filters, units: list[WorkUnitInfo], units_key: Hashable
+    ) -> tuple[list[int], list[int]]:
+        """Return (rows per unit, running totals) of these units; units_key must name exactly them.
+
+        A business unit may see thousands of work units: their sizes are summed once per
+        version, range and unit set, not on every page.
+        """
+        key = (data_version, filters, units_key)
+        with self._lock:
+            found = self._layouts.get(key)
+            if found is not None:
+                self._layouts.move_to_end(key)
+                return found
+        counts = self.get(session, data_version, filters)
+        sizes = [counts.get(unit.id, 0) for unit in units]
+        found = (sizes, list(accumulate(sizes)))
+        with self._lock:
+            self._layouts[key] = found
+            while len(self._layouts) > self._layouts_size:
+                self._layouts.popitem(last=False)
+        return found
 
     def get(self, session: Session, data_version: str, filters: Filters) -> dict[int, int]:
         """Return {work unit id: completed rows in the date range}, counting on a miss only."""
@@ -315,15 +341,21 @@ def fetch_page(
     start: int,
     limit: int,
     after: SortKey | None = None,
+    units_key: Hashable | None = None,
 ) -> Page:
     """Return rows start..start+limit-1 (1-based) of the report over these units.
 
     `after`, when given, must be the sort key of row start-1: the page then
-    resumes from it by index seek instead of skipping start-1 rows.
+    resumes from it by index seek instead of skipping start-1 rows. `units_key`,
+    when given, must identify the unit list within the data version (the token's
+    unit and ORGCODES do): the units' running totals are then cached under it.
     """
-    counts = unit_counts.get(session, data_version, filters)
-    sizes = [counts.get(unit.id, 0) for unit in units]
-    ends = list(accumulate(sizes))
+    if units_key is None:
+        counts = unit_counts.get(session, data_version, filters)
+        sizes = [counts.get(unit.id, 0) for unit in units]
+        ends = list(accumulate(sizes))
+    else:
+        sizes, ends = unit_counts.layout(session, data_version, filters, units, units_key)
     total = ends[-1] if ends else 0
     slices = _plan(units, sizes, ends, start, limit, after)
     if not slices:

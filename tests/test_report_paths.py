@@ -120,6 +120,10 @@ def test_pages_by_start_and_by_cursor_equal_the_definition(
                 # Resuming from row start-1's key gives the same page as skipping start-1 rows.
                 resumed = fetch_page(session, version, units, filters, start, limit, expected[start - 2]["_key"])
                 assert resumed == page
+            # With the units' running totals cached under their key: twice, the second from the cache.
+            units_key = (kind, unit_id, tuple(sorted(set(orgcodes))))
+            for _ in range(2):
+                assert fetch_page(session, version, units, filters, start, limit, None, units_key) == page
     finally:
         savepoint.rollback()
 
