@@ -1,4 +1,4 @@
-"""Import speed (issue 4): `southrock import` against raw csv → executemany loads of the same files.
+"""Import speed: `southrock import` against raw csv → executemany loads of the same files.
 
     python bench/import_speed.py [--enrolments 1200000] [--seed 1] [--data DIR]
 

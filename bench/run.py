@@ -1,4 +1,4 @@
-"""Benchmark GET /api/v1/enrolments through gunicorn against the in-process floor (issue 4).
+"""Benchmark GET /api/v1/enrolments through gunicorn against the in-process floor.
 
     python bench/run.py [--quick] [--database sqlite|postgresql|both] [--runs N] [--no-import]
 
@@ -18,6 +18,10 @@ vacuumed so scans are index-only). floor = read the page (LIMIT/OFFSET for `star
 a keyset seek for a followed `next` link) + count the result (SELECT count(*)) +
 encode the page as JSON (keys written once, each value through the json module's C
 string encoder, as the API does). Each part is timed and reported.
+
+HTTP ALONE: bench/echo_app.py under the same gunicorn.conf.py answers the API's request
+with the API's response bytes from memory, timed the same way in a pass of its own (each
+request after the same floor work as the API's): what HTTP costs with no application.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ FULL_ENROLMENTS = 1_250_000  # demo data completes 80%: ~1,000,000 COMPLETED row
 QUICK_ENROLMENTS = 100_000
 SEED = 1
 LIMIT = 500
-FULL_RUNS = 9
+FULL_RUNS = 15
 QUICK_RUNS = 5
 WARMUP = 2
 FOLLOWED_PAGES = 3
@@ -549,43 +553,53 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
 def _measure(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
     path = _path(scope, start)
     for _ in range(WARMUP):
-        clients.api.get(path, authorization)
+        body = clients.api.get(path, authorization)[2]
         floor.measure(start, None)
-    clients.prime(clients.api.get(path, authorization)[2])
-    api: list[float] = []
-    http: list[float] = []
     parts: list[tuple[float, float, float]] = []
-    # Alternating, so that both sides see the same background load on a shared machine, and
-    # the API and the echo server each answer after the same pause (the floor's work).
+    # Alternating, so that both sides see the same background load on a shared machine.
+    api: list[float] = []
     for _ in range(runs):
         api.append(clients.api.get(path, authorization)[0])
         parts.append(floor.measure(start, None)[:3])
-        http.append(clients.echo.get(path, authorization)[0])
-        parts.append(floor.measure(start, None)[:3])
+    http = _measure_http(runs, clients, (path, authorization), body, lambda: floor.measure(start, None))
     return _result(name, api, parts, http)
+
+
+def _measure_http(
+    runs: int, clients: Clients, request: tuple[str, str], body: bytes, pause: Callable[[], Any]
+) -> list[float]:
+    """Time the echo server answering the API's request with its body, after the same pause as the API."""
+    clients.prime(body)
+    for _ in range(WARMUP):
+        clients.echo.get(*request)
+        pause()
+    http: list[float] = []
+    # A pass of its own: an echo request between two API requests would slow the second down.
+    for _ in range(runs):
+        http.append(clients.echo.get(*request)[0])
+        pause()
+    return http
 
 
 def _measure_following(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
     """Time pages reached by following `next` from `start`, and the floor's keyset seek for the same pages."""
     api: list[float] = []
-    http: list[float] = []
     parts: list[tuple[float, float, float]] = []
     for run in range(WARMUP + runs):
         _, response, _ = clients.api.get(_path(scope, start), authorization)
         rows = floor.measure(start, None)[3]
         position = start
         for _ in range(FOLLOWED_PAGES):
-            seconds, response, body = clients.api.get(_next_path(response), authorization)
+            path = _next_path(response)
+            seconds, response, body = clients.api.get(path, authorization)
             position += LIMIT
             page, count, encode, next_rows = floor.measure(position, _key(rows[-1]))
-            clients.prime(body)
-            echo_seconds = clients.echo.get("/", authorization)[0]
-            again = floor.measure(position, _key(rows[-1]))[:3]
+            after = _key(rows[-1])
             rows = next_rows
             if run >= WARMUP:
                 api.append(seconds)
-                http.append(echo_seconds)
-                parts += [(page, count, encode), again]
+                parts.append((page, count, encode))
+    http = _measure_http(runs * FOLLOWED_PAGES, clients, (path, authorization), body, lambda: floor.measure(position, after))
     return _result(name, api, parts, http)
 
 
