@@ -450,7 +450,8 @@ class Clients:
     echo: Client
 
     def prime(self, body: bytes) -> None:
-        """Make the echo server answer with these bytes."""
+        """Make the echo server answer with these bytes (on a fresh connection: it may have idled out)."""
+        self.echo.connection.close()
         self.echo.connection.request("PUT", "/", body=body)
         response = self.echo.connection.getresponse()
         response.read()
