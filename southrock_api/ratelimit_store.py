@@ -35,8 +35,8 @@ class SQLStorage(Storage):
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         # Each statement is its own transaction (the upsert is atomic by itself), which on
-        # PostgreSQL saves a BEGIN and a COMMIT per request. A connection that fails is
-        # discarded (see _run) instead of pinged before every use.
+        # PostgreSQL saves a BEGIN and a COMMIT per request. A connection the server dropped is
+        # discarded when a statement finds out (see _run) instead of pinged before every use.
         self.engine = (
             make_engine(uri)
             if uri.startswith("sqlite")
