@@ -106,7 +106,7 @@ def _completed(query: Select, filters: Filters) -> Select:
 class _CountCache:
     """Per-work-unit row counts keyed by (data version, filters); a small LRU per process."""
 
-    def __init__(self, size: int = 32, layouts: int = 1024) -> None:
+    def __init__(self, size: int = 32, layouts: int = 64) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, Filters], dict[int, int]] = OrderedDict()
         self._layouts_size = layouts
@@ -119,7 +119,8 @@ class _CountCache:
         """Return (rows per unit, running totals) of these units; units_key must name exactly them.
 
         A business unit may see thousands of work units: their sizes are summed once per
-        version, range and unit set, not on every page.
+        version, range and unit set, not on every page. An entry of 2,500 units holds about
+        100 kB, so only the most recent `layouts` unit sets are kept.
         """
         key = (data_version, filters, units_key)
         with self._lock:
