@@ -114,23 +114,30 @@ class _CountCache:
         self._lock = threading.Lock()
 
     def layout(
-        self, session: Session, data_version: str, filters: Filters, units: list[WorkUnitInfo], units_key: Hashable
+        self,
+        session: Session,
+        data_version: str,
+        filters: Filters,
+        units: list[WorkUnitInfo],
+        units_key: Hashable | None,
     ) -> tuple[list[int], list[int]]:
-        """Return (rows per unit, running totals) of these units; units_key must name exactly them.
+        """Return (rows per unit, running totals) of these units; units_key, if any, must name exactly them.
 
         A business unit may see thousands of work units: their sizes are summed once per
         version, range and unit set, not on every page. An entry of 2,500 units holds about
-        100 kB, so only the most recent `layouts` unit sets are kept.
+        100 kB, so only the most recent `layouts` unit sets are kept. Without a key nothing is kept.
         """
         key = (data_version, filters, units_key)
         with self._lock:
-            found = self._layouts.get(key)
+            found = self._layouts.get(key) if units_key is not None else None
             if found is not None:
                 self._layouts.move_to_end(key)
                 return found
         counts = self.get(session, data_version, filters)
         sizes = [counts.get(unit.id, 0) for unit in units]
         found = (sizes, list(accumulate(sizes)))
+        if units_key is None:
+            return found
         with self._lock:
             self._layouts[key] = found
             while len(self._layouts) > self._layouts_size:
@@ -351,12 +358,7 @@ def fetch_page(
     when given, must identify the unit list within the data version (the token's
     unit and ORGCODES do): the units' running totals are then cached under it.
     """
-    if units_key is None:
-        counts = unit_counts.get(session, data_version, filters)
-        sizes = [counts.get(unit.id, 0) for unit in units]
-        ends = list(accumulate(sizes))
-    else:
-        sizes, ends = unit_counts.layout(session, data_version, filters, units, units_key)
+    sizes, ends = unit_counts.layout(session, data_version, filters, units, units_key)
     total = ends[-1] if ends else 0
     slices = _plan(units, sizes, ends, start, limit, after)
     if not slices:
