@@ -34,6 +34,8 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # How often the main thread looks up from waiting, so a signal is acted on promptly.
 POLL_SECONDS = 0.2
+# Exit status of a run that finished but left enrolments refused or pending (1 is a fatal stop).
+INCOMPLETE_EXIT_CODE = 3
 # Longest error text kept against an enrolment: enough for RTOPilot's messages, never a whole page.
 MAX_ERROR_LENGTH = 500
 
@@ -370,3 +372,11 @@ def sync_command(dry_run: bool, concurrency: int, progress: bool | None) -> None
     if received:
         click.echo("interrupted: the pending enrolments will be sent on the next run", err=True)
         raise click.exceptions.Exit(128 + received[0])
+    if summary.failed or summary.pending:
+        # A scheduler (cron, systemd) sees a run that left work behind; the next run retries it.
+        click.echo(
+            f"incomplete: {summary.failed} refused by RTOPilot, {summary.pending} pending; "
+            "both are sent again on the next run",
+            err=True,
+        )
+        raise click.exceptions.Exit(INCOMPLETE_EXIT_CODE)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from southrock_api.db import Base, get_database
 from southrock_api.models import Enrolment, RtopilotPush
-from southrock_api.rtopilot import endpoint_url
+from southrock_api.rtopilot import INCOMPLETE_EXIT_CODE, endpoint_url
 from tests import factories
 from tests.databases import fresh_database
 from tests.fake_rtopilot import FakeRtopilot, running
@@ -137,8 +137,9 @@ def test_a_400_is_recorded_and_the_run_continues(
     session.commit()
 
     result = sync(runner)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == INCOMPLETE_EXIT_CODE, result.output
     assert "sent 4, unchanged 1, failed 1, pending 0" in result.stdout
+    assert "incomplete: 1 refused by RTOPilot, 0 pending" in result.stderr
     state = pushes(session)
     assert state[""].pushed_progress is None
     assert state[""].last_error == "HTTP 400: lmsEnrolmentId is required"
@@ -171,8 +172,9 @@ def test_a_persistent_500_leaves_the_enrolment_pending_for_the_next_run(
     fake.always_500_for = {stuck}
 
     result = sync(runner)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == INCOMPLETE_EXIT_CODE, result.output
     assert "sent 3, unchanged 1, failed 0, pending 1" in result.stdout
+    assert "incomplete: 0 refused by RTOPilot, 1 pending" in result.stderr
     attempts = [r for r in fake.received if r.lms_enrolment_id == stuck]
     assert len(attempts) == pushing_app.config["RTOPILOT_MAX_ATTEMPTS"]
     assert pushes(session)[stuck].pushed_progress is None
@@ -180,6 +182,7 @@ def test_a_persistent_500_leaves_the_enrolment_pending_for_the_next_run(
 
     fake.always_500_for = set()
     again = sync(runner)
+    assert again.exit_code == 0, again.output
     assert "sent 1, unchanged 4, failed 0, pending 0" in again.stdout
     assert fake.accepted()[-1] == (stuck, float(expected[stuck]))
     assert pushes(session)[stuck].last_error is None
