@@ -22,6 +22,10 @@ REPORT_INDEX_COLUMNS = (
     "status",
 )
 COMPLETED_ON_INDEX_COLUMNS = ("work_unit_id", "completed_on", "status")
+# Codes sort and compare by code point on every database, as SQLite's BINARY does: a PostgreSQL
+# database created with a linguistic default collation (en_US.UTF-8, ICU) would otherwise order
+# the report differently from SQLite, and differently within a work unit than across work units.
+CODE = String(CODE_LENGTH).with_variant(String(CODE_LENGTH, collation="C"), "postgresql")
 
 
 class BusinessUnit(Base):
@@ -30,7 +34,7 @@ class BusinessUnit(Base):
     __tablename__ = "business_units"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    code: Mapped[str] = mapped_column(CODE, unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("business_units.id"), index=True)
 
@@ -43,7 +47,7 @@ class WorkUnit(Base):
     __tablename__ = "work_units"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    code: Mapped[str] = mapped_column(CODE, unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     business_unit_id: Mapped[int] = mapped_column(ForeignKey("business_units.id"), index=True)
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("work_units.id"), index=True)
@@ -58,7 +62,7 @@ class Course(Base):
     __tablename__ = "courses"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    code: Mapped[str] = mapped_column(CODE, unique=True)
     description: Mapped[str] = mapped_column(String(NAME_LENGTH))
 
 
@@ -68,7 +72,7 @@ class Learner(Base):
     __tablename__ = "learners"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    lr_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    lr_id: Mapped[str] = mapped_column(CODE, unique=True)
     first_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     surname: Mapped[str] = mapped_column(String(NAME_LENGTH))
     email: Mapped[str] = mapped_column(String(NAME_LENGTH))
@@ -113,7 +117,7 @@ class Enrolment(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    sch_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    sch_id: Mapped[str] = mapped_column(CODE, unique=True)
     learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id"), index=True)
     course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), index=True)
     status: Mapped[str] = mapped_column(String(16))
@@ -122,8 +126,8 @@ class Enrolment(Base):
     score_hundredths: Mapped[Optional[int]] = mapped_column(Integer)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     work_unit_id: Mapped[int] = mapped_column(ForeignKey("work_units.id"))
-    crs_code: Mapped[str] = mapped_column(String(CODE_LENGTH))
-    lr_id: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    crs_code: Mapped[str] = mapped_column(CODE)
+    lr_id: Mapped[str] = mapped_column(CODE)
 
     learner: Mapped[Learner] = relationship()
     course: Mapped[Course] = relationship()

@@ -44,6 +44,20 @@ def _sqlalchemy_url(libpq_url: str) -> str:
     return libpq_url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
+def _linguistic(admin: psycopg.Connection) -> str:
+    """CREATE DATABASE options for an en-US (ICU) default collation, where the server has ICU.
+
+    Many installations default to a linguistic collation; tests run on one so that nothing
+    comes to rely on the byte order of a C-locale server.
+    """
+    found = admin.execute("SELECT 1 FROM pg_collation WHERE collprovider = 'i' LIMIT 1").fetchone()
+    if found is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("PostgreSQL has no ICU collations: the suite needs one (en-US) in CI")
+        return ""
+    return "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' ENCODING 'UTF8'"
+
+
 @contextmanager
 def fresh_database(backend: str, directory: Path) -> Iterator[str]:
     """Yield the SQLAlchemy URL of a new, empty database, dropped afterwards."""
@@ -52,7 +66,7 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
         return
     name = f"southrock_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}" {_linguistic(admin)}')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield _sqlalchemy_url(f"{base}/{name}")

@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from tests import worlds
+from tests import factories, worlds
 
 FIELDS = {
     "ORG_CODE", "ORG_NAME", "CRS_CODE", "CRS_DESC", "LR_ID", "LR_SNAME",
@@ -82,6 +82,25 @@ def test_order_is_work_unit_course_learner_and_rnum_counts_from_start(client: Fl
     page = get(client, world, "EDU", "start=3&limit=2").get_json()
     assert [row["RNUM"] for row in page] == ["3", "4"]
     assert page == rows[2:4]
+
+
+def test_order_is_by_code_point_whatever_the_database_collation(client: FlaskClient, session: Session) -> None:
+    """Mixed case and punctuation sort as SQLite's BINARY does, also where PostgreSQL's default is en-US."""
+    root = factories.business_unit(session, code="Mixed-ROOT")
+    units = [factories.work_unit(session, root, code=code) for code in ("b-unit", "B-UNIT2", "a_unit", "Zed")]
+    courses = [factories.course(session, code=code) for code in ("crs-b", "CRS-A", "crs_c", "Crs-D")]
+    for number, unit in enumerate(units):
+        for course, lr_id in zip(courses, ("lr-x", "LR-Y", "lr_z", "Lr-W")):
+            factories.enrolment(session, factories.learner(session, unit, lr_id=f"{lr_id}{number}"), course)
+    token = factories.token(session, root)
+    session.commit()
+    response = client.get("/api/v1/enrolments?limit=500", headers={"Authorization": token.authorization})
+    keys = [(row["ORG_CODE"], row["CRS_CODE"], row["LR_ID"]) for row in response.get_json()]
+    assert len(keys) == 16
+    # An en-US collation would put 'a_unit' first and 'crs-b' before 'CRS-A'.
+    assert keys == sorted(keys)
+    assert keys[0] == ("B-UNIT2", "CRS-A", "LR-Y1")
+    assert [key[1] for key in keys[:4]] == ["CRS-A", "Crs-D", "crs-b", "crs_c"]
 
 
 def test_orgcodes_selects_visible_work_units(client: FlaskClient, world: worlds.World) -> None:
