@@ -164,7 +164,7 @@ def list_enrolments() -> Response:
     page = fetch_page(session, g.data_version, units, filters, start, limit, after, units_key)
     next_cursor = None
     if page.last is not None:
-        next_cursor = paging.Cursor(fingerprint, start + len(page.rows) - 1, page.last).encode()
+        next_cursor = paging.Cursor.issue(fingerprint, start + len(page.rows) - 1, page.last).encode()
     # Rows arrive dumped by EnrolmentSchema's renderer (schemas.RowRenderer); "\n" as jsonify ends.
     response = Response(enrolment_renderer.json_array(page.rows) + "\n", mimetype="application/json")
     response.headers["X-Total-Count"] = str(page.total)
@@ -179,7 +179,7 @@ def _resume_point(text: str | None, fingerprint: str, start: int) -> SortKey | N
     if not text:
         return None
     cursor = paging.Cursor.decode(text)
-    if cursor is None or cursor.fingerprint != fingerprint or cursor.rnum != start - 1:
+    if cursor is None or not cursor.resumes(fingerprint, start - 1):
         return None
     return cursor.key
 

@@ -7,6 +7,7 @@ import binascii
 import datetime as dt
 import hmac
 import logging
+import re
 import threading
 from dataclasses import dataclass, replace
 
@@ -25,6 +26,9 @@ REALM = "Southrock LMS API"
 # Longer credentials than any key we issue are refused before any work is done.
 MAX_CREDENTIALS_LENGTH = 512
 MAX_KEY_LENGTH = 64
+# Issued public keys are URL-safe Base64; anything else (NUL, which PostgreSQL refuses in text,
+# other control characters, non-ASCII) cannot name a token and never reaches the database.
+_PUBLIC_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # Hashed once so that an unknown public key costs the same comparison as a wrong private key.
 _DUMMY_HASH = hash_private_key("no such token")
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
@@ -70,6 +74,8 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     if not colon or not public_key or not private_key:
         raise _unauthorized("Authentication failed: expected public_key:private_key")
     if len(public_key) > MAX_KEY_LENGTH or len(private_key) > MAX_KEY_LENGTH:
+        raise _unauthorized()
+    if not _PUBLIC_KEY.fullmatch(public_key):
         raise _unauthorized()
     return public_key, private_key
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import unquote_to_bytes, urlencode
 
 from southrock_api.enrolments import SortKey
 from southrock_api.errors import BAD_PARAMETER, ApiError
+from southrock_api.models import CODE_LENGTH
 
 PAGING_PARAMETERS = ("start", "limit", "after")
 MAX_QUERY_PAIRS = 2000
@@ -23,6 +25,8 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 MAX_CODE_POINT = 0xFFFF
 # Control characters, DEL, and every code point above MAX_CODE_POINT: the first one found is reported.
 _REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f\U00010000-\U0010FFFF]")
+# A code as the importer stores it: at most CODE_LENGTH characters, none refused, no surrogates.
+_CODE = re.compile(f"[^\x00-\x1f\x7f\ud800-\udfff\U00010000-\U0010FFFF]{{0,{CODE_LENGTH}}}")
 
 
 def _bad(name: str, expected: str) -> ApiError:
@@ -89,16 +93,30 @@ def to_arguments(
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the previous page ended, carried in the `next` link so the next page seeks to it."""
+    """Where the previous page ended, carried in the `next` link so the next page seeks to it.
 
-    fingerprint: str
+    `seal` digests the result's fingerprint (which holds the unpublished data version) with the
+    row number and the key, so an edited cursor no longer matches and is ignored: the page is
+    then read by `start`, and RNUM stays true.
+    """
+
+    seal: str
     rnum: int
     key: SortKey
+
+    @classmethod
+    def issue(cls, result: str, rnum: int, key: SortKey) -> Cursor:
+        """Return the cursor for row `rnum` of the result `result` fingerprints."""
+        return cls(_seal(result, rnum, key), rnum, key)
+
+    def resumes(self, result: str, rnum: int) -> bool:
+        """Whether this is the cursor issued for row `rnum` of this result, unedited."""
+        return self.rnum == rnum and hmac.compare_digest(self.seal, _seal(result, rnum, self.key))
 
     def encode(self) -> str:
         """Return the opaque text placed in the link."""
         k = self.key
-        raw = json.dumps([self.fingerprint, self.rnum, k.org_code, k.crs_code, k.lr_id, k.sch_id])
+        raw = json.dumps([self.seal, self.rnum, k.org_code, k.crs_code, k.lr_id, k.sch_id])
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
@@ -108,14 +126,19 @@ class Cursor:
             return None
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            fingerprint, rnum, *key = json.loads(raw)
-            if not isinstance(fingerprint, str) or not isinstance(rnum, int) or len(key) != 4:
+            seal, rnum, *key = json.loads(raw)
+            if not isinstance(seal, str) or not isinstance(rnum, int) or len(key) != 4:
                 return None
-            if not all(isinstance(part, str) for part in key):
+            # Only what a stored code can be: the key is bound into the page's statement.
+            if not all(isinstance(part, str) and _CODE.fullmatch(part) for part in key):
                 return None
-            return cls(fingerprint, rnum, SortKey(*key))
+            return cls(seal, rnum, SortKey(*key))
         except (binascii.Error, ValueError, TypeError, RecursionError):
             return None
+
+
+def _seal(result: str, rnum: int, key: SortKey) -> str:
+    return fingerprint(result, rnum, key.org_code, key.crs_code, key.lr_id, key.sch_id)
 
 
 def fingerprint(*parts: object) -> str:

@@ -56,6 +56,10 @@ def test_scheme_name_is_case_insensitive(client: FlaskClient, issued) -> None:  
         "Basic " + base64.b64encode(b"only-public:").decode(),
         "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
         "Basic " + base64.b64encode(b"srpk_unknown:srsk_whatever").decode(),
+        # Never a token's public key, and never sent to the database (PostgreSQL refuses NUL).
+        "Basic " + base64.b64encode(b"\x00abc:def").decode(),
+        "Basic " + base64.b64encode(b"srpk_a b:def").decode(),
+        "Basic " + base64.b64encode("srpk_\u4e2d:def".encode()).decode(),
         "Basic " + base64.b64encode(("x" * 5000 + ":y").encode()).decode(),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from urllib.parse import parse_qsl, urlsplit
@@ -173,3 +175,29 @@ def test_a_malformed_cursor_is_ignored(client: FlaskClient, issued, after: str) 
     response = get(client, issued, f"start=3&limit=2&after={after}")
     assert response.status_code == 200
     assert response.get_json() == get(client, issued, "start=3&limit=2").get_json()
+
+
+def _edited(after: str, position: int, value: str) -> str:
+    """The cursor with one of its key parts (0-3: ORG_CODE, CRS_CODE, LR_ID, SCH_ID) replaced."""
+    raw = json.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
+    raw[2 + position] = value
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("position", "value"),
+    [
+        (1, "~"),  # a key later in the order: rows would be skipped yet numbered from start
+        (2, ""),  # an earlier one: rows would repeat
+        (1, "\ud800"),  # a lone surrogate no database can bind
+        (1, "\x00"),  # NUL, which PostgreSQL refuses in text
+        (3, "x" * 65),  # longer than any stored code
+    ],
+)
+def test_an_edited_cursor_is_ignored(client: FlaskClient, issued, position: int, value: str) -> None:  # type: ignore[no-untyped-def]
+    next_url = links(get(client, issued, "limit=3"))["next"]
+    after = dict(query_of(next_url))["after"]
+    response = get(client, issued, f"start=4&limit=3&after={_edited(after, position, value)}")
+    assert response.status_code == 200
+    assert response.get_json() == get(client, issued, "start=4&limit=3").get_json()
+    assert [row["RNUM"] for row in response.get_json()] == ["4", "5", "6"]

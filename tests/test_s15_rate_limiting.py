@@ -73,8 +73,13 @@ def test_failed_authentication_does_not_spend_the_site_bucket(client: FlaskClien
     assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
 
 
-def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
-    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+@pytest.mark.parametrize(
+    "credentials",
+    # A guess, a NUL (PostgreSQL refuses it in text), a control character and a non-ASCII key.
+    [b"srpk_guess:srsk_guess", b"\x00guess:srsk_guess", b"srpk_\x1bguess:x", "srpk_gu\u00e9ss:x".encode()],
+)
+def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tokens, credentials: bytes) -> None:  # type: ignore[no-untyped-def]
+    bad = "Basic " + base64.b64encode(credentials).decode()
     statuses = [client.get("/api/v1", headers={"Authorization": bad}).status_code for _ in range(12)]
     assert statuses == [401] * 10 + [429] * 2
     blocked = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
