@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -70,12 +71,19 @@ def parse_query(query_string: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+@functools.lru_cache(maxsize=8)
+def _by_folded_name(known: frozenset[str]) -> dict[str, str]:
+    return {name.casefold(): name for name in known}
+
+
 def to_arguments(
     pairs: list[tuple[str, str]], repeatable: frozenset[str], known: frozenset[str]
 ) -> dict[str, object]:
     """Group the known parameters for the schema: lists for repeatable names, one value otherwise.
 
-    Unknown names are left out, repeated or not (spec §5.1c: they are ignored).
+    Unknown names are left out, repeated or not (spec §5.1c: they are ignored). A known name in
+    other letter case (`orgcodes`, `Limit`) is refused instead: ignoring a filter the client
+    meant to send would hand it a wider result than it asked for.
     """
     arguments: dict[str, object] = {}
     for name, value in pairs:
@@ -83,6 +91,9 @@ def to_arguments(
             arguments.setdefault(name, [])
             arguments[name].append(value)  # type: ignore[attr-defined]
         elif name not in known:
+            meant = _by_folded_name(known).get(name.casefold())
+            if meant is not None:
+                raise _bad(name, f"{meant} (parameter names are case-sensitive)")
             continue
         elif name in arguments:
             raise _bad(name, "a single value")

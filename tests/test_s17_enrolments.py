@@ -185,6 +185,19 @@ def test_parameter_order_does_not_matter_and_unknown_parameters_are_ignored(
     assert one == two and len(one) == 3
 
 
+@pytest.mark.parametrize(("query", "name", "meant"), [("orgcodes=UNIV", "orgcodes", "ORGCODES"), ("Sdate=2017-01-02", "Sdate", "SDATE"), ("LIMIT=3", "LIMIT", "limit")])
+def test_a_known_parameter_in_other_letter_case_is_refused_not_ignored(
+    client: FlaskClient, world: worlds.World, query: str, name: str, meant: str
+) -> None:
+    # Ignored, `orgcodes=UNIV` would silently return every unit the token sees.
+    response = get(client, world, "EDU", query)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "message": f"Invalid parameter found: {name}, expected {meant} (parameter names are case-sensitive)",
+        "code": "E3010",
+    }
+
+
 def test_default_page_size_is_200(client: FlaskClient, session: Session) -> None:
     from tests import factories
 
