@@ -12,7 +12,11 @@ from southrock_api import api, cli, config, db, docs_page, errors, health, logs,
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: defaults, then instance/config.py, then SOUTHROCK_* env."""
-    app = Flask(__name__, instance_relative_config=True)
+    # The instance folder holds the SQLite files and config.py. Flask's default is beside the
+    # package, which for an installed (not editable) package is inside the virtualenv: a
+    # deployment names a folder that outlives its releases.
+    instance = os.environ.get("SOUTHROCK_INSTANCE_PATH")
+    app = Flask(__name__, instance_relative_config=True, instance_path=os.path.abspath(instance) if instance else None)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(config.defaults(app.instance_path))
     if test_config is None:

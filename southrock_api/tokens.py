@@ -120,7 +120,9 @@ def create_token(
 
 
 def _find(session: Session, public_key: str) -> ApiToken:
-    """Find a token by its public key, or by the masked form `tokens list` shows."""
+    """Find a token by its public key, or by the masked form `tokens list` shows (… or ...)."""
+    # Typed by hand, the ellipsis `tokens list` prints often becomes three dots.
+    public_key = public_key.replace("...", "…")
     if "…" in public_key:
         head, _, tail = public_key.partition("…")
         query = select(ApiToken).where(
@@ -154,9 +156,8 @@ def rotate_token(session: Session, public_key: str) -> IssuedToken:
     token.private_key_hash = hash_private_key(private_key)
     _audit(session, "rotate", token.public_key)
     unit_type, unit_code = unit_of(token)
-    return IssuedToken(
-        token.public_key, private_key, unit_type, unit_code, token.description, token.expires_at
-    )
+    expires_at = _aware(token.expires_at) if token.expires_at else None
+    return IssuedToken(token.public_key, private_key, unit_type, unit_code, token.description, expires_at)
 
 
 def unit_of(token: ApiToken) -> tuple[str, str]:

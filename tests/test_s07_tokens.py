@@ -93,10 +93,12 @@ def test_revoke_takes_effect_on_the_next_request(runner: FlaskCliRunner, client:
     assert rows[0]["state"] == "revoked"
 
 
-def test_revoke_accepts_the_masked_key_from_the_list(runner: FlaskCliRunner, client: FlaskClient, units: None) -> None:
+@pytest.mark.parametrize("ellipsis", ["…", "..."])
+def test_revoke_accepts_the_masked_key_from_the_list(runner: FlaskCliRunner, client: FlaskClient, units: None, ellipsis: str) -> None:
     issued = create(runner, "--business-unit", "EDU")
     masked = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)[0]["public_key"]
-    assert runner.invoke(args=["tokens", "revoke", masked]).exit_code == 0
+    # As printed, or typed by hand with three dots.
+    assert runner.invoke(args=["tokens", "revoke", masked.replace("…", ellipsis)]).exit_code == 0
     assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 401
 
 
@@ -121,6 +123,9 @@ def test_expiry_is_the_last_day_a_token_works(runner: FlaskCliRunner, units: Non
     assert issued["expires"] == "2027-07-01T00:00:00+00:00"
     rows = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)
     assert rows[0]["expires"] == "2027-07-01T00:00:00+00:00"
+    # Read back from the database (naive on SQLite), rotation reports the same UTC instant.
+    rotated = json.loads(runner.invoke(args=["tokens", "rotate", issued["public_key"], "--json"]).stdout)
+    assert rotated["expires"] == "2027-07-01T00:00:00+00:00"
 
 
 def test_audit_records_who_did_what_without_secrets(runner: FlaskCliRunner, units: None) -> None:

@@ -33,6 +33,21 @@ def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str,
     return runpy.run_path(str(CONFIG))
 
 
+def test_the_instance_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An installed package would otherwise keep its SQLite files inside the virtualenv."""
+    for name in list(os.environ):
+        if name.startswith("SOUTHROCK_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "config.py").write_text('RATE_LIMIT = "7 per minute"\n')
+    monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path))
+    app = create_app()
+    assert app.instance_path == str(tmp_path)
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'southrock.sqlite'}"
+    assert app.config["RATELIMIT_STORAGE_URI"] == f"sqlite:///{tmp_path / 'ratelimit.sqlite'}"
+    assert app.config["RATE_LIMIT"] == "7 per minute"  # its config.py is read
+    dispose(app)
+
+
 def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings(monkeypatch, {})
     assert settings["bind"] == "127.0.0.1:8000"
