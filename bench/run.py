@@ -6,7 +6,7 @@ The data set is `southrock demo-data`'s CSVs (1.25M enrolment rows, of which ~1M
 COMPLETED, 2,500 nested work units, 125k learners, 500 courses; --quick: 100k rows).
 CSVs and imported databases are cached under bench/data/ (git-ignored) and reused.
 
-API: a real gunicorn (gunicorn.conf.py defaults, 2 workers) on the imported database,
+API: a real gunicorn (gunicorn.conf.py, SOUTHROCK_WORKERS=2: one per core) on the imported database,
 driven by one keep-alive HTTP/1.1 connection; each scenario is warmed up, then timed
 `runs` times; the median is reported (client send → last byte of the body).
 
@@ -691,7 +691,7 @@ def write_report(
         f"SQLite {info['sqlite']}" + (f", PostgreSQL {info['postgresql']}" if "postgresql" in info else ""),
         f"- Data: `southrock demo-data --enrolments {enrolments} --seed {SEED}`; page size {LIMIT}; "
         f"median of {runs} runs after {WARMUP} warm-up requests; target ratio ≤ {TARGET_RATIO}",
-        "- API: gunicorn with gunicorn.conf.py's defaults (2 workers), one keep-alive connection, authentication,",
+        "- API: gunicorn with gunicorn.conf.py and 2 workers (SOUTHROCK_WORKERS=2, one per core), one keep-alive connection, authentication,",
         "  rate limiting (SQLite store) and access logging on; time from sending the request to the body's last byte.",
         "- Floor: in-process, the same page read from a table that holds exactly that request's result, clustered",
         "  on the report order (LIMIT/OFFSET for `start=`, a keyset seek for a followed `next` link), plus",
