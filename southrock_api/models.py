@@ -193,6 +193,9 @@ class RtopilotPush(Base):
     )
     # None until a push for this enrolment has succeeded.
     pushed_progress: Mapped[Optional[int]] = mapped_column(Integer)
+    # The RTOPilot pushed_progress was sent to (rtopilot.target_of: a digest of its URL and key);
+    # at any other target the enrolment counts as never pushed.
+    target: Mapped[Optional[str]] = mapped_column(String(64))
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     pushed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import hashlib
 import random
 import re
 import signal
@@ -19,7 +20,7 @@ import click
 import requests
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from southrock_api.client import full_jitter
@@ -64,6 +65,11 @@ def endpoint_url(base_url: str) -> str:
     return base + ENDPOINT_PATH
 
 
+def target_of(settings: Settings) -> str:
+    """Name the RTOPilot a push goes to: a digest of its URL and API key (the key is never stored)."""
+    return hashlib.sha256(f"{settings.endpoint}\n{settings.api_key}".encode()).hexdigest()[:32]
+
+
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
     """Validate RTOPILOT_URL and RTOPILOT_API_KEY from the app config."""
     url = str(config.get("RTOPILOT_URL") or "")
@@ -105,14 +111,25 @@ class DuePush:
     pushed_progress: int | None
 
 
-def due_pushes(session: Session) -> list[DuePush]:
-    """Return the enrolments to push, in a stable order."""
-    target = progress_to_push()
+def due_pushes(session: Session, target: str | None, everything: bool = False) -> list[DuePush]:
+    """Return the enrolments to push to `target`, in a stable order.
+
+    An enrolment is due when its progress is above what was last pushed to that target (values
+    pushed to another target do not count; with target None, values pushed anywhere do), or,
+    with `everything`, whenever its progress is above 0.
+    """
+    progress = progress_to_push()
+    pushed = (
+        RtopilotPush.pushed_progress
+        if target is None
+        else case((RtopilotPush.target == target, RtopilotPush.pushed_progress), else_=None)
+    )
     # Never pushed counts as 0: RTOPilot starts there and ignores anything not strictly greater.
+    floor = literal(0) if everything else func.coalesce(pushed, 0)
     rows = session.execute(
-        select(Enrolment.id, Enrolment.sch_id, target, RtopilotPush.pushed_progress)
+        select(Enrolment.id, Enrolment.sch_id, progress, pushed)
         .outerjoin(RtopilotPush, RtopilotPush.enrolment_id == Enrolment.id)
-        .where(target > func.coalesce(RtopilotPush.pushed_progress, 0))
+        .where(progress > floor)
         .order_by(Enrolment.id)
     )
     return [DuePush(row[0], row[1], int(row[2]), row[3]) for row in rows]
@@ -186,8 +203,13 @@ class Pusher:
             if self.stop.is_set():
                 return PushResult(due, Outcome.PENDING, problem, attempted=attempt > 1)
             try:
-                response = self._session().put(self.settings.endpoint, json=body, timeout=self.settings.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
+                # Never follow a redirect: requests would repeat a PUT answered 302 as a GET
+                # without its body, and that GET's 200 would be taken for RTOPilot's.
+                response = self._session().put(
+                    self.settings.endpoint, json=body, timeout=self.settings.timeout, allow_redirects=False
+                )
+            except requests.RequestException as error:
+                # Refused, dropped, timed out, or an answer cut off mid-body: try again later.
                 problem = f"no answer from RTOPilot: {type(error).__name__}"
                 delay = self._backoff(attempt)
             else:
@@ -200,13 +222,20 @@ class Pusher:
                         "RTOPilot refused the API key (401 Unauthorized): it is wrong or has been "
                         "rotated. Update SOUTHROCK_RTOPILOT_API_KEY and run again.",
                     )
+                if 300 <= response.status_code < 400:
+                    return PushResult(
+                        due,
+                        Outcome.FATAL,
+                        f"RTOPilot answered {response.status_code} (a redirect) instead of 200: point "
+                        "SOUTHROCK_RTOPILOT_URL at the API itself (https://, the final host).",
+                    )
                 if response.status_code == 404:
                     return PushResult(
                         due,
                         Outcome.FATAL,
                         f"RTOPilot has no {ENDPOINT_PATH} at this address (404): check SOUTHROCK_RTOPILOT_URL.",
                     )
-                problem = f"HTTP {response.status_code}: {_error_message(response)}"
+                problem = f"HTTP {response.status_code}: {_error_message(response, self.settings.api_key)}"
                 if response.status_code not in RETRYABLE_STATUSES:
                     return PushResult(due, Outcome.FAILED, problem)
                 delay = self._backoff(attempt)
@@ -221,17 +250,18 @@ class Pusher:
         return full_jitter(attempt, self.settings.backoff_seconds, self.settings.max_backoff_seconds, self._random)
 
 
-def _error_message(response: requests.Response) -> str:
+def _error_message(response: requests.Response, api_key: str) -> str:
     # RTOPilot errors are {"title": ..., "message": ...}; anything else is summarised, not echoed whole.
     try:
         data = response.json()
         message = str(data.get("message") or data.get("title"))
     except (ValueError, AttributeError):
         message = response.reason or "no message"
-    return message[:MAX_ERROR_LENGTH]
+    # A server or proxy that echoes the request's headers must not get the key into the database.
+    return message.replace(api_key, "rtop_…")[:MAX_ERROR_LENGTH]
 
 
-def record(session: Session, result: PushResult, now: dt.datetime) -> None:
+def record(session: Session, result: PushResult, target: str, now: dt.datetime) -> None:
     """Store a push's outcome against its enrolment and commit, so a restart never resends it."""
     if not result.attempted or result.outcome is Outcome.FATAL:
         return
@@ -239,6 +269,9 @@ def record(session: Session, result: PushResult, now: dt.datetime) -> None:
     if state is None:
         state = RtopilotPush(enrolment_id=result.due.enrolment_id, attempted_at=now)
         session.add(state)
+    if state.target != target:
+        # What an earlier target acknowledged says nothing about this one.
+        state.target, state.pushed_progress, state.pushed_at = target, None, None
     state.attempted_at = now
     if result.outcome is Outcome.SENT:
         # Another run may have pushed a higher value meanwhile; what RTOPilot holds never goes down.
@@ -284,6 +317,7 @@ def run(
 ) -> Summary:
     """Push every due enrolment with at most `concurrency` in flight; record each result as it lands."""
     summary = Summary(unchanged=unchanged)
+    target = target_of(pusher.settings)
     queue = iter(due)
     handled = 0
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rtopilot") as pool:
@@ -301,7 +335,7 @@ def run(
             for future in done:
                 result = future.result()
                 # The database is written from this thread only, one commit per result.
-                record(session, result, dt.datetime.now(dt.timezone.utc))
+                record(session, result, target, dt.datetime.now(dt.timezone.utc))
                 summary.add(result)
                 handled += 1
                 on_result(result)
@@ -332,6 +366,25 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             signal.signal(signum, old)
 
 
+def _dry_run(settings: Settings | None, everything: bool) -> None:
+    """List what a sync would send, writing nothing."""
+    with get_database().session_factory() as session:
+        due = due_pushes(session, target_of(settings) if settings else None, everything)
+        unchanged = count_enrolments(session) - len(due)
+    for item in due:
+        was = "never" if item.pushed_progress is None else str(item.pushed_progress)
+        click.echo(f"{item.sch_id}\t{item.progress}\t(last pushed: {was})")
+    click.echo(f"dry run: would send {len(due)}, unchanged {unchanged}")
+
+
+def _dry_run_settings(config: Mapping[str, Any]) -> Settings | None:
+    """The settings if they are complete: a dry run needs no key, but compares with its target if it has one."""
+    try:
+        return settings_from_config(config)
+    except ConfigError:
+        return None
+
+
 @click.group("rtopilot")
 def rtopilot_group() -> None:
     """Push learner progress to RTOPilot (PUT /api/enrolments/lms-progress)."""
@@ -341,19 +394,22 @@ def rtopilot_group() -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be sent; send nothing, write nothing.")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 32), help="Pushes in flight at once.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Send every enrolment with progress, not only increases (RTOPilot ignores what it already holds).",
+)
 @with_appcontext
-def sync_command(dry_run: bool, concurrency: int, progress: bool | None) -> None:
-    """Send each enrolment's progress to RTOPilot if it rose since the last successful push."""
-    settings = None if dry_run else settings_from_config(current_app.config)
+def sync_command(dry_run: bool, concurrency: int, progress: bool | None, everything: bool) -> None:
+    """Send each enrolment's progress to RTOPilot if it rose since the last successful push there."""
+    if dry_run:
+        _dry_run(_dry_run_settings(current_app.config), everything)
+        return
+    settings = settings_from_config(current_app.config)
     with get_database().session_factory() as session:
-        due = due_pushes(session)
+        due = due_pushes(session, target_of(settings), everything)
         unchanged = count_enrolments(session) - len(due)
-        if settings is None:
-            for item in due:
-                was = "never" if item.pushed_progress is None else str(item.pushed_progress)
-                click.echo(f"{item.sch_id}\t{item.progress}\t(last pushed: {was})")
-            click.echo(f"dry run: would send {len(due)}, unchanged {unchanged}")
-            return
         # The session's snapshot is not needed while pushing; each commit starts a fresh one.
         session.commit()
         stop = threading.Event()

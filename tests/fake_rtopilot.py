@@ -34,6 +34,10 @@ class FakeRtopilot:
         self.drop_connections = 0  # close the next N connections without answering
         self.hang_next = 0  # hold the next N requests for hang_seconds, then close without answering
         self.hang_seconds = 1.0
+        self.redirect_next = 0  # answer the next N requests 302 to a page that answers GET with 200
+        self.truncate_next = 0  # answer the next N requests 500 with a body cut off mid-way
+        self.echo_authorization = False  # a 400 whose message repeats the Authorization header
+        self.gets = 0  # GET requests received (a followed redirect)
         self.after_success: Callable[[int], None] = lambda _count: None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -67,6 +71,9 @@ class FakeRtopilot:
             return 400, {"title": "Bad Request", "message": "body must be a JSON object"}
         lms_id, progress = body.get("lmsEnrolmentId"), body.get("progress")
         with self._lock:
+            if self.echo_authorization:
+                message = f"bad header {handler.headers.get('Authorization')}"
+                return self._note(lms_id, progress, 400), {"title": "Bad Request", "message": message}
             if lms_id is None or lms_id == "":
                 return self._note(lms_id, progress, 400), {"title": "Bad Request", "message": "lmsEnrolmentId is required"}
             if not isinstance(lms_id, str):
@@ -98,7 +105,29 @@ class FakeRtopilot:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_GET(self) -> None:  # noqa: N802
+                with fake._lock:
+                    fake.gets += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_PUT(self) -> None:  # noqa: N802  (http.server's naming)
+                with fake._lock:
+                    redirect, truncate = fake.redirect_next > 0, fake.truncate_next > 0
+                    fake.redirect_next = max(0, fake.redirect_next - 1)
+                    fake.truncate_next = max(0, fake.truncate_next - (not redirect))
+                if redirect or truncate:
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    self.send_response(302 if redirect else 500)
+                    if redirect:
+                        self.send_header("Location", "/login")
+                    self.send_header("Content-Length", "0" if redirect else "100")
+                    self.end_headers()
+                    if truncate:
+                        self.wfile.write(b'{"title": "Internal')  # then the connection closes
+                        self.close_connection = True
+                    return
                 with fake._lock:
                     hang = fake.hang_next > 0
                     fake.hang_next = max(0, fake.hang_next - 1)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from southrock_api.db import Base, get_database
 from southrock_api.models import Enrolment, RtopilotPush
-from southrock_api.rtopilot import INCOMPLETE_EXIT_CODE, endpoint_url
+from southrock_api.rtopilot import INCOMPLETE_EXIT_CODE, endpoint_url, settings_from_config, target_of
 from tests import factories
 from tests.databases import fresh_database
 from tests.fake_rtopilot import FakeRtopilot, running
@@ -340,3 +340,75 @@ def test_models_and_migrations_agree(backend: str, tmp_path: Path) -> None:
                 assert compare_metadata(context, Base.metadata) == []
         finally:
             dispose(app)
+
+
+@pytest.mark.parametrize("change", ["key", "url"])
+def test_a_new_target_gets_every_enrolment_again_once(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot, change: str
+) -> None:
+    """What one RTOPilot acknowledged says nothing about another (staging → production, another organisation)."""
+    expected = make_enrolments(session)
+    assert sync(runner).exit_code == 0
+    with running(KEY) as elsewhere:
+        if change == "key":  # another organisation's key on the same RTOPilot
+            fake.api_key = OTHER_KEY
+            pushing_app.config["RTOPILOT_API_KEY"] = OTHER_KEY
+            target = fake
+        else:
+            pushing_app.config["RTOPILOT_URL"] = elsewhere.url
+            target = elsewhere
+        before = len(target.accepted())
+        result = sync(runner)
+        assert result.exit_code == 0, result.output
+        assert "sent 4, unchanged 1, failed 0, pending 0" in result.stdout
+        assert sorted(target.accepted()[before:]) == sorted((sch_id, float(p)) for sch_id, p in expected.items())
+        assert "sent 0, unchanged 5" in sync(runner).stdout
+    assert {push.target for push in pushes(session).values()} == {target_of(settings_from_config(pushing_app.config))}
+
+
+def test_all_resends_every_enrolment_with_progress(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
+) -> None:
+    """For enrolments RTOPilot linked after their push was answered 200 (it answers 200 to unknown ids too)."""
+    expected = make_enrolments(session)
+    assert sync(runner).exit_code == 0
+    assert "would send 4, unchanged 1" in sync(runner, "--dry-run", "--all").stdout
+    result = sync(runner, "--all")
+    assert result.exit_code == 0, result.output
+    assert "sent 4, unchanged 1, failed 0, pending 0" in result.stdout
+    assert len(fake.accepted()) == 8 and fake.progress == {sch_id: float(p) for sch_id, p in expected.items()}
+
+
+def test_a_redirect_is_never_followed_nor_counted_as_sent(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
+) -> None:
+    make_enrolments(session)
+    fake.redirect_next = 1
+    result = sync(runner, "--concurrency", "1")
+    assert result.exit_code == 1
+    assert "redirect" in result.output and "SOUTHROCK_RTOPILOT_URL" in result.output
+    assert fake.gets == 0  # the PUT was not repeated as a GET to the login page
+    assert pushes(session) == {}
+
+
+def test_an_answer_cut_off_mid_body_is_retried(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
+) -> None:
+    expected = make_enrolments(session)
+    fake.truncate_next = 2
+    result = sync(runner, "--concurrency", "1")
+    assert result.exit_code == 0, result.output
+    assert "sent 4, unchanged 1, failed 0, pending 0" in result.stdout
+    assert sorted(fake.accepted()) == sorted((sch_id, float(p)) for sch_id, p in expected.items())
+
+
+def test_an_error_message_that_echoes_the_key_is_stored_without_it(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
+) -> None:
+    make_enrolments(session)
+    fake.echo_authorization = True
+    result = sync(runner)
+    assert result.exit_code == INCOMPLETE_EXIT_CODE
+    errors = {push.last_error for push in pushes(session).values()}
+    assert errors == {"HTTP 400: bad header Bearer rtop_…"}
+    assert KEY not in result.output
