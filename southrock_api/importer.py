@@ -55,13 +55,17 @@ REPORT_ORDER = ("work_unit_id", "crs_code", "lr_id", "sch_id")
 # the enrolment indexes of a million-row load stay in memory between batches.
 SQLITE_IMPORT_CACHE_KIB = 512 * 1024
 
-# Control characters (C0 except CR/LF, DEL, C1), lone surrogates (undecodable
-# bytes, via surrogateescape) and anything beyond the BMP, which needs 4 bytes
-# in UTF-8 (spec §10).
-_BAD_TEXT = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\U00010000-\U0010ffff]")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?")
-_PROGRESS = re.compile(r"\d{1,3}")
+# Control characters (C0 except CR/LF, DEL, C1), the Unicode line and paragraph
+# separators, lone surrogates (undecodable bytes, via surrogateescape) and anything
+# beyond the BMP, which needs 4 bytes in UTF-8 (spec §10).
+_BAD_TEXT = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\U00010000-\U0010ffff]")
+# In a code (values joined by NUL, which _BAD_TEXT has already refused): a space at either end,
+# or an invisible character, would make a key that looks like another and is not.
+_BAD_CODE = re.compile("(?:^|\x00)\\s|\\s(?:\x00|$)|[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# ASCII digits only: \d would take ９ or ٥ too, and int() would read them.
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?", re.ASCII)
+_PROGRESS = re.compile(r"\d{1,3}", re.ASCII)
 _STATUSES = frozenset(ENROLMENT_STATUSES)
 
 
@@ -221,7 +225,7 @@ class _Import:
         # utf-8-sig drops a BOM; surrogateescape turns undecodable bytes into lone
         # surrogates that _BAD_TEXT reports with their line instead of aborting.
         with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-            reader = csv.reader(handle, strict=True)
+            reader = csv.reader(self._lines(spec, handle), strict=True)
             problems_before = len(self.problems)
             order = self._header(spec, reader)
             if len(self.problems) > problems_before:
@@ -233,6 +237,8 @@ class _Import:
             required_indexes = [spec.columns.index(name) for name in spec.required]
             required = itemgetter(required_indexes[0], *required_indexes)
             shortest_limit = min(spec.limit(name) for name in spec.columns)
+            code_indexes = [index for index, name in enumerate(spec.columns) if name not in spec.long_columns]
+            codes = itemgetter(code_indexes[0], *code_indexes)
             previous = reader.line_num
             # The byte position in the file drives the progress bar.
             binary = cast(BinaryIO, handle.buffer)
@@ -266,6 +272,9 @@ class _Import:
                         if _BAD_TEXT.search(",".join(row)):
                             self._report_bad_text(spec, line, row)
                             continue
+                        if _BAD_CODE.search("\x00".join(codes(row))):
+                            self._report_bad_codes(spec, line, row)
+                            continue
                         if max(map(len, row)) > shortest_limit and not self._lengths_ok(spec, line, row):
                             continue
                         if "" in required(row):
@@ -277,6 +286,14 @@ class _Import:
                     self.problem(spec, reader.line_num, f"malformed CSV: {error}")
                     previous = reader.line_num
             self.progress.update(binary.tell() - position)
+
+    def _lines(self, spec: _FileSpec, handle: Iterable[str]) -> Iterator[str]:
+        """The file's lines, reporting any that a carriage return alone ends (LF and CRLF only)."""
+        # Read with newline="", a lone CR ends a line too: a stray one would split a row in two.
+        for number, text in enumerate(handle, start=1):
+            if text.endswith("\r"):
+                self.problem(spec, number, "a carriage return (CR) alone ends this line; lines must end with LF or CRLF")
+            yield text
 
     def _header(self, spec: _FileSpec, reader: Any) -> Callable[[list[str]], Sequence[str]] | None:
         """Check the header (reporting what is wrong); return None for spec order, else a reordering getter."""
@@ -314,6 +331,16 @@ class _Import:
             match = _BAD_TEXT.search(value)
             if match:
                 self.problem(spec, line, f"{name} {_describe_bad_character(match.group())}")
+
+    def _report_bad_codes(self, spec: _FileSpec, line: int, row: Sequence[str]) -> None:
+        for name, value in zip(spec.columns, row):
+            if name in spec.long_columns or not value:
+                continue
+            if value != value.strip():
+                self.problem(spec, line, f"{name} {_show(value)} starts or ends with a space")
+            invisible = _BAD_CODE.search(value.strip())
+            if invisible:
+                self.problem(spec, line, f"{name} {_show(value)} contains an invisible character (U+{ord(invisible.group()):04X})")
 
     def _lengths_ok(self, spec: _FileSpec, line: int, row: Sequence[str]) -> bool:
         ok = True

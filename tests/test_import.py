@@ -323,6 +323,41 @@ BAD_INPUTS = [
         ["work_units.csv:2: work-unit hierarchy cycle: UNIV-STUD → UNIV-STUD"],
         id="work-unit-own-parent",
     ),
+    pytest.param(
+        {
+            "enrolments.csv": ENROLMENTS_HEADER
+            + "S1,john.student,INFCRTL_GRP3,COMPLETED,2017-01-19,９９.５,\n"
+            + "S2,john.student,INFCRTL_GRP3,IN_PROGRESS,,,٥٠\n"
+        },
+        [
+            "enrolments.csv:2: SCH_SCORE '９９.５' is not a number with at most two decimals",
+            "enrolments.csv:3: SCH_PROGRESS '٥٠' is not a whole number from 0 to 100",
+        ],
+        id="non-ascii-digits",
+    ),
+    pytest.param(
+        # One stray CR would otherwise split a row into two valid ones.
+        {"enrolments.csv": ENROLMENTS_HEADER + "S1,john.student,INFCRTL_GRP3,IN_PROGRESS,,,1\rS2,john.student,STUDENTS_UNI,IN_PROGRESS,,,2\n"},
+        ["enrolments.csv:2: a carriage return (CR) alone ends this line; lines must end with LF or CRLF"],
+        id="lone-carriage-return",
+    ),
+    pytest.param(
+        {"courses.csv": BASE["courses.csv"] + "SEP,Robotic\u2028Control\n"},
+        ["courses.csv:4: CRS_DESC contains a control character (U+2028)"],
+        id="line-separator",
+    ),
+    pytest.param(
+        {
+            "courses.csv": BASE["courses.csv"] + " PADDED ,Padded\nINFCRTL\u200bGRP3,Looks like another\n",
+            "learners.csv": BASE["learners.csv"] + "ann.other,Ann,Other,a@example.test,UNIV-STUD \n",
+        },
+        [
+            "courses.csv:4: CRS_CODE ' PADDED ' starts or ends with a space",
+            "courses.csv:5: CRS_CODE 'INFCRTL\\u200bGRP3' contains an invisible character (U+200B)",  # shown escaped
+            "learners.csv:4: ORG_CODE 'UNIV-STUD ' starts or ends with a space",
+        ],
+        id="codes-that-look-like-others",
+    ),
 ]
 
 
