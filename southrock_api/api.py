@@ -47,8 +47,6 @@ def _authenticate() -> Response | None:
     """Authenticate API requests before the limiter sees them; answer 304s without spending it."""
     if request.blueprint != "api":
         return None
-    client = ratelimit.client_key(request.remote_addr)
-    ratelimit.check_auth_failures(client)
     now = dt.datetime.now(dt.timezone.utc)
     cache: TokenCache = current_app.extensions["southrock_tokens"]
     try:
@@ -62,6 +60,11 @@ def _authenticate() -> Response | None:
         g.principal = authenticate(session, credentials, now, versions, cache)
     except ApiError as error:
         if error.error is AUTHENTICATION_FAILED:
+            # Only failures are counted and refused: a valid key is served even from an address
+            # that has failed too often (a shared NAT, say), so nobody there can lock it out, and
+            # a successful request costs no read of the failure counter.
+            client = ratelimit.client_key(request.remote_addr)
+            ratelimit.check_auth_failures(client)
             ratelimit.record_auth_failure(client)
         raise
     if needs_last_used(g.principal, now):

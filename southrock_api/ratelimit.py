@@ -157,7 +157,7 @@ def _auth_failure_item() -> RateLimitItem:
 
 
 def check_auth_failures(client: str) -> None:
-    """Refuse a client that has failed authentication too often (E1030), before trying again."""
+    """Refuse (E1030) another failed authentication from a client that has failed too often."""
     limiter = get_limiter()
     item = _auth_failure_item()
     try:
