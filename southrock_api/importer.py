@@ -59,9 +59,14 @@ SQLITE_IMPORT_CACHE_KIB = 512 * 1024
 # separators, lone surrogates (undecodable bytes, via surrogateescape) and anything
 # beyond the BMP, which needs 4 bytes in UTF-8 (spec §10).
 _BAD_TEXT = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\U00010000-\U0010ffff]")
-# In a code (values joined by NUL, which _BAD_TEXT has already refused): a space at either end,
-# or an invisible character, would make a key that looks like another and is not.
-_BAD_CODE = re.compile("(?:^|\x00)\\s|\\s(?:\x00|$)|[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# In a code, a space at either end or an invisible character would make a key that looks like
+# another and is not. A row with none of these characters needs no closer look (one scan);
+# _bad_codes says which codes of the others are wrong. A file of codes only (enrolments.csv)
+# is scanned once for these and for _BAD_TEXT together.
+_INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+_SPACE_OR_INVISIBLE = re.compile(f"[\\s{_INVISIBLE}]")
+_INVISIBLE_CHARACTER = re.compile(f"[{_INVISIBLE}]")
+_BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(_BAD_TEXT.pattern[:-1] + f"\\s{_INVISIBLE}]")
 # ASCII digits only: \d would take ９ or ٥ too, and int() would read them.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?", re.ASCII)
@@ -238,7 +243,9 @@ class _Import:
             required = itemgetter(required_indexes[0], *required_indexes)
             shortest_limit = min(spec.limit(name) for name in spec.columns)
             code_indexes = [index for index, name in enumerate(spec.columns) if name not in spec.long_columns]
-            codes = itemgetter(code_indexes[0], *code_indexes)
+            # Names hold spaces, so where there are names the codes are looked at on their own.
+            suspect = _BAD_TEXT if spec.long_columns else _BAD_TEXT_SPACE_OR_INVISIBLE
+            codes = itemgetter(code_indexes[0], *code_indexes) if spec.long_columns else None
             previous = reader.line_num
             # The byte position in the file drives the progress bar.
             binary = cast(BinaryIO, handle.buffer)
@@ -269,12 +276,16 @@ class _Import:
                         if previous != line:
                             self.problem(spec, line, f"a value spans lines {line}–{previous}; line breaks are not allowed")
                             continue
-                        if _BAD_TEXT.search(",".join(row)):
-                            self._report_bad_text(spec, line, row)
-                            continue
-                        if _BAD_CODE.search("\x00".join(codes(row))):
-                            self._report_bad_codes(spec, line, row)
-                            continue
+                        joined = ",".join(row)
+                        if suspect.search(joined):
+                            if _BAD_TEXT.search(joined):
+                                self._report_bad_text(spec, line, row)
+                                continue
+                            if self._bad_codes(spec, line, row):
+                                continue
+                        if codes is not None and _SPACE_OR_INVISIBLE.search("".join(codes(row))):
+                            if self._bad_codes(spec, line, row):
+                                continue
                         if max(map(len, row)) > shortest_limit and not self._lengths_ok(spec, line, row):
                             continue
                         if "" in required(row):
@@ -332,15 +343,20 @@ class _Import:
             if match:
                 self.problem(spec, line, f"{name} {_describe_bad_character(match.group())}")
 
-    def _report_bad_codes(self, spec: _FileSpec, line: int, row: Sequence[str]) -> None:
+    def _bad_codes(self, spec: _FileSpec, line: int, row: Sequence[str]) -> bool:
+        """Report codes with a space at either end or an invisible character; whether there were any."""
+        found = False
         for name, value in zip(spec.columns, row):
-            if name in spec.long_columns or not value:
+            if name in spec.long_columns:
                 continue
             if value != value.strip():
                 self.problem(spec, line, f"{name} {_show(value)} starts or ends with a space")
-            invisible = _BAD_CODE.search(value.strip())
+                found = True
+            invisible = _INVISIBLE_CHARACTER.search(value)
             if invisible:
                 self.problem(spec, line, f"{name} {_show(value)} contains an invisible character (U+{ord(invisible.group()):04X})")
+                found = True
+        return found
 
     def _lengths_ok(self, spec: _FileSpec, line: int, row: Sequence[str]) -> bool:
         ok = True

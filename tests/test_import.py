@@ -350,11 +350,14 @@ BAD_INPUTS = [
         {
             "courses.csv": BASE["courses.csv"] + " PADDED ,Padded\nINFCRTL\u200bGRP3,Looks like another\n",
             "learners.csv": BASE["learners.csv"] + "ann.other,Ann,Other,a@example.test,UNIV-STUD \n",
+            "enrolments.csv": ENROLMENTS_HEADER + "S1,john.student ,INFCRTL_GRP3,ENROLLED,,,\nS2,john.student,\ufeffINFCRTL_GRP3,ENROLLED,,,\n",
         },
         [
             "courses.csv:4: CRS_CODE ' PADDED ' starts or ends with a space",
             "courses.csv:5: CRS_CODE 'INFCRTL\\u200bGRP3' contains an invisible character (U+200B)",  # shown escaped
             "learners.csv:4: ORG_CODE 'UNIV-STUD ' starts or ends with a space",
+            "enrolments.csv:2: LR_ID 'john.student ' starts or ends with a space",
+            "enrolments.csv:3: CRS_CODE '\\ufeffINFCRTL_GRP3' contains an invisible character (U+FEFF)",
         ],
         id="codes-that-look-like-others",
     ),
