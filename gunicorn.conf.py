@@ -29,11 +29,13 @@ control_socket_disable = True
 accesslog = None  # the application writes one structured line per request itself
 errorlog = "-"
 loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
-# Let oversized request lines and headers reach the application, which refuses them with the
-# spec's JSON errors (E3010 beyond a 64 kB query, E1010 for an oversized Authorization header)
-# instead of gunicorn's plain-text 400. gunicorn still caps a request line at 1 MB when this is 0.
-limit_request_line = 0
-limit_request_field_size = 128 * 1024
+# gunicorn's own bounds (its largest finite request line, its default header field size): a
+# request line or header beyond them gets gunicorn's plain 400 before the application. Unbounded
+# (0), gunicorn's Python parser buffers a line of any length, at a cost that grows with the square
+# of it: one unauthenticated connection sending megabytes without a line end held a worker's CPU
+# for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.
+limit_request_line = 8190
+limit_request_field_size = 8190
 
 
 def post_fork(server: Any, worker: Any) -> None:

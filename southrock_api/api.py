@@ -171,6 +171,9 @@ def list_enrolments() -> Response:
     # Rows arrive dumped by EnrolmentSchema's renderer (schemas.RowRenderer); "\n" as jsonify ends.
     response = Response(enrolment_renderer.json_array(page.rows) + "\n", mimetype="application/json")
     response.headers["X-Total-Count"] = str(page.total)
+    # Changes with every import; a client walking the pages learns that the data changed under it
+    # (rows may then shift between pages). A digest: the version itself seals the cursors.
+    response.headers["X-Data-Version"] = paging.fingerprint("data version", g.data_version)
     response.headers["Link"] = paging.link_header(
         request.base_url, pairs, start, limit, page.total, next_cursor
     )

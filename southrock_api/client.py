@@ -110,8 +110,16 @@ def _text(value: object) -> str:
     return str(value)
 
 
+class DataChanged(SouthrockApiError):
+    """The site's data changed while its pages were being read: pages before and after may overlap or miss rows."""
+
+
 class EnrolmentStream:
-    """The enrolments of one query, fetched page by page; `total` is known after the first page."""
+    """The enrolments of one query, fetched page by page; `total` is known after the first page.
+
+    Raises DataChanged when a later page reports another X-Data-Version than the first: an
+    import ran in between, so rows may have moved between pages; read the query again.
+    """
 
     def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any]) -> None:
         self._client = client
@@ -119,6 +127,7 @@ class EnrolmentStream:
         self._params: dict[str, Any] | None = params
         self._buffer: deque[EnrolmentRecord] = deque()
         self._total: int | None = None
+        self._version: str | None = None
 
     @property
     def total(self) -> int:
@@ -143,10 +152,19 @@ class EnrolmentStream:
         response = self._client._get(self._next_url, self._params)
         # spec §12: the next link carries every parameter, so later pages need none of ours.
         self._params = None
+        version = response.headers.get("X-Data-Version")
+        if self._version is None:
+            self._version = version
+        elif version != self._version:
+            raise DataChanged(None, None, "the site's data changed while its pages were read (an import ran); read them again")
         total = response.headers.get("X-Total-Count")
-        if total is not None:
-            self._total = int(total)
-        self._buffer.extend(EnrolmentRecord.from_json(row) for row in response.json())
+        try:
+            if total is not None:
+                self._total = int(total)
+            rows = response.json()
+            self._buffer.extend(EnrolmentRecord.from_json(row) for row in rows)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise _not_the_api(response) from None
         # spec §12: no next link means the end has been reached.
         link = response.links.get("next", {}).get("url")
         self._next_url = self._client._on_our_origin(link) if link else None
@@ -199,7 +217,11 @@ class SouthrockClient:
 
     def whoami(self) -> dict[str, str]:
         """Validate the credentials and return the token's unit (spec §16)."""
-        return dict(self._get(self.api_url, None).json())
+        response = self._get(self.api_url, None)
+        try:
+            return dict(response.json())
+        except (ValueError, TypeError):
+            raise _not_the_api(response) from None
 
     def iter_enrolments(
         self,
@@ -234,7 +256,8 @@ class SouthrockClient:
             self._wait_for_window()
             try:
                 response = self._session.get(url, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
+            except requests.RequestException as error:
+                # Refused, timed out, or cut off mid-body: all transient as far as a GET is concerned.
                 if attempt >= self.max_attempts:
                     raise SouthrockApiError(None, None, f"no answer from {url}: {error}") from error
                 self._sleep(self._backoff(attempt))
@@ -270,6 +293,16 @@ class SouthrockClient:
         if wait > 0:
             self._sleep(min(wait, self.max_sleep))
         self._remaining = None
+
+
+def _not_the_api(response: requests.Response) -> SouthrockApiError:
+    kind = response.headers.get("Content-Type", "no content type")
+    return SouthrockApiError(
+        response.status_code,
+        None,
+        f"{urlsplit(response.url).path} answered {response.status_code} with {kind}, not the API's JSON: "
+        "is the URL the site's API?",
+    )
 
 
 def full_jitter(attempt: int, base: float, cap: float, random_source: Callable[[], float]) -> float:

@@ -16,12 +16,14 @@ from typing import IO, Callable, Iterable, Iterator
 
 import click
 
-from southrock_api.client import SPEC_FIELDS, EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.client import SPEC_FIELDS, DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
 
 PUBLIC_KEY_ENV = "SOUTHROCK_EXPORT_PUBLIC_KEY"
 PRIVATE_KEY_ENV = "SOUTHROCK_EXPORT_PRIVATE_KEY"
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# An import during the export moves rows between pages: the export starts again, this many times at most.
+EXPORT_ATTEMPTS = 3
 TEXT_COLUMNS = frozenset(
     {"ORG_CODE", "ORG_NAME", "CRS_CODE", "CRS_DESC", "LR_ID", "LR_SNAME", "LR_FNAME", "LR_EMAIL"}
 )
@@ -159,17 +161,28 @@ def export_command(
         raise click.BadParameter(str(error), param_hint="--url") from None
     try:
         with terminate_as_interrupt(), client:
-            records = client.iter_enrolments(
-                orgcodes=orgcodes or None,
-                sdate=sdate.date() if sdate else None,
-                edate=edate.date() if edate else None,
-                page_size=page_size,
-            )
-            with atomic_output(output, encoding) as stream:
-                with click.progressbar(
-                    records, length=records.total, label="Exporting", hidden=not show, file=sys.stderr
-                ) as bar:
-                    count = write(bar, stream)
+            for attempt in range(1, EXPORT_ATTEMPTS + 1):
+                records = client.iter_enrolments(
+                    orgcodes=orgcodes or None,
+                    sdate=sdate.date() if sdate else None,
+                    edate=edate.date() if edate else None,
+                    page_size=page_size,
+                )
+                try:
+                    with atomic_output(output, encoding) as stream:
+                        with click.progressbar(
+                            records, length=records.total, label="Exporting", hidden=not show, file=sys.stderr
+                        ) as bar:
+                            count = write(bar, stream)
+                    break
+                except DataChanged:
+                    if attempt == EXPORT_ATTEMPTS:
+                        raise
+                    click.echo(
+                        f"the site's data changed during the export (an import ran); starting again "
+                        f"(attempt {attempt + 1} of {EXPORT_ATTEMPTS})",
+                        err=True,
+                    )
     except SouthrockApiError as error:
         raise click.ClickException(f"export failed, {output} not written: {error}") from None
     click.echo(f"wrote {count} enrolments to {output}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
@@ -13,8 +15,8 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from southrock_api.client import EnrolmentRecord, SouthrockApiError, SouthrockClient
-from southrock_api.db import get_database
+from southrock_api.client import DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.db import bump_data_version, get_database
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, free_port, gunicorn, migrated_app
@@ -271,3 +273,72 @@ def test_next_links_are_followed_on_the_clients_own_origin(site: Site) -> None:
         stream = client.iter_enrolments(page_size=10)
         assert len(list(stream)) == COMPLETED_STUDENTS + COMPLETED_STAFF
     assert len(seen) == 3 and all(url.startswith(site.url + "/api/v1/enrolments?") for url in seen)
+
+
+def test_an_import_between_pages_raises_data_changed(site: Site) -> None:
+    """Rows may move between pages when the data changes: the stream says so instead of going on."""
+    app = migrated_app(site.database_url)
+    responses: list[int] = []
+
+    def import_after_first_page(response: requests.Response, *_args: object, **_kwargs: object) -> None:
+        responses.append(response.status_code)
+        if len(responses) == 1:
+            with get_database(app).session_factory() as session:
+                bump_data_version(session)
+                session.commit()
+
+    session = requests.Session()
+    session.hooks["response"].append(import_after_first_page)
+    try:
+        with site.client(session=session) as client, pytest.raises(DataChanged) as raised:
+            list(client.iter_enrolments(page_size=5))
+    finally:
+        dispose(app)
+    assert responses == [200, 200]
+    assert "changed" in str(raised.value)
+
+
+@contextmanager
+def impostor(body: bytes, content_type: str, declared_length: int | None = None) -> Iterator[str]:
+    """A server that answers every GET 200 with this body (cut off if declared_length is longer)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(declared_length or len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"<html>Sign in</html>", "text/html"), (b'{"not": "a list"}', "application/json"), (b"[1, 2]", "application/json")],
+)
+def test_a_url_that_is_not_the_api_is_a_clear_error(body: bytes, content_type: str) -> None:
+    with impostor(body, content_type) as url, SouthrockClient(url, "public", "private") as client:
+        with pytest.raises(SouthrockApiError, match="not the API's JSON") as raised:
+            list(client.iter_enrolments())
+    assert raised.value.status == 200
+
+
+def test_an_answer_cut_off_mid_body_is_retried() -> None:
+    sleep = Recorder(really_sleep=False)
+    with impostor(b'[{"ORG_CODE": "UNIV', "application/json", declared_length=5000) as url:
+        with SouthrockClient(url, "public", "private", max_attempts=3, sleep=sleep) as client:
+            with pytest.raises(SouthrockApiError, match="no answer") as raised:
+                client.whoami()
+    assert raised.value.status is None
+    assert len(sleep.waits) == 2  # retried like a dropped connection, then given up

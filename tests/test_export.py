@@ -20,9 +20,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from southrock_api.client import SPEC_FIELDS
-from southrock_api.db import get_database
-from southrock_api.export import export_command
+from southrock_api.client import SPEC_FIELDS, EnrolmentStream
+from southrock_api.db import bump_data_version, get_database
+from southrock_api.export import EXPORT_ATTEMPTS, export_command
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, gunicorn, migrated_app
@@ -36,10 +36,11 @@ ROWS = 21
 class Site:
     """A served database and its token."""
 
-    def __init__(self, url: str, public_key: str, private_key: str) -> None:
+    def __init__(self, url: str, public_key: str, private_key: str, database_url: str) -> None:
         self.url = url
         self.public_key = public_key
         self.private_key = private_key
+        self.database_url = database_url
 
     def env(self) -> dict[str, str]:
         """The environment an operator would set for the export."""
@@ -84,7 +85,7 @@ def site(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
             "SOUTHROCK_GRACEFUL_TIMEOUT": "1",
         }
         with gunicorn(env, workers=2) as url:
-            yield Site(url, issued.public_key, issued.private_key)
+            yield Site(url, issued.public_key, issued.private_key, database_url)
 
 
 def export(site: Site, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -215,4 +216,37 @@ def test_an_interrupted_export_removes_its_temp_file_and_writes_nothing(site: Si
     out, err = process.communicate(timeout=30)
     assert process.returncode != 0, out + err
     assert not output.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("imports", "exit_code"), [(1, 0), (EXPORT_ATTEMPTS, 1)])
+def test_an_import_during_the_export_starts_it_again(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: int, exit_code: int
+) -> None:
+    """Rows shift between pages when the data changes: a file mixing both states is never written."""
+    app = migrated_app(site.database_url)
+    fetched_first_page = EnrolmentStream._fetch
+    done: list[int] = []
+
+    def fetch_then_import(stream: EnrolmentStream) -> None:
+        first = stream._total is None
+        fetched_first_page(stream)
+        if first and len(done) < imports:  # an import lands right after each attempt's first page
+            with get_database(app).session_factory() as session:
+                bump_data_version(session)
+                session.commit()
+            done.append(1)
+
+    monkeypatch.setattr(EnrolmentStream, "_fetch", fetch_then_import)
+    output = tmp_path / "summary.jsonl"
+    try:
+        result = export(site, "--format", "jsonl", "--output", str(output), "--page-size", "4")
+    finally:
+        dispose(app)
+    assert result.exit_code == exit_code, result.output
+    assert "starting again (attempt 2 of 3)" in result.stderr
+    if exit_code == 0:
+        assert [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()] == site.api_rows()
+    else:
+        assert "the site's data changed" in result.stderr and not output.exists()
     assert leftovers(tmp_path) == []
