@@ -132,9 +132,13 @@ def whoami() -> Response:
     return jsonify(schema.dump(principal))
 
 
+_KNOWN = frozenset(enrolment_query_schema.fields) | {"after"}
+
+
 def _parse_arguments(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     try:
-        arguments = paging.to_arguments(pairs, REPEATABLE, frozenset(enrolment_query_schema.fields))
+        # `after` is taken from the pairs by the view; known here, it may not be repeated either.
+        arguments = paging.to_arguments(pairs, REPEATABLE, _KNOWN)
         return enrolment_query_schema.load(arguments)
     except ValidationError as error:
         name = sorted(error.normalized_messages())[0]

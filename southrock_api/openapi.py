@@ -164,11 +164,13 @@ def _headers(policy: str) -> dict[str, dict[str, Any]]:
         ),
         "X-Rate-Limit-Limit": _header(
             {"type": "integer", "minimum": 0},
-            f"The site's rate-limit ceiling for the current window ({policy}, spec §15).",
+            f"The site's rate-limit ceiling for the current window ({policy}, spec §15); on a 429 "
+            "for repeated failed authentications, the client address's failure limit instead.",
         ),
         "X-Rate-Limit-Remaining": _header(
             {"type": "integer", "minimum": 0},
-            "Requests left in the current window for the whole site (spec §15).",
+            "Requests left in the current window for the whole site (spec §15), or 0 on a 429 for "
+            "repeated failed authentications.",
         ),
         "X-Rate-Limit-Reset": _header(
             {"type": "integer", "minimum": 0}, "Seconds until the current window resets."
@@ -203,6 +205,12 @@ def _headers(policy: str) -> dict[str, dict[str, Any]]:
         "X-Total-Count": _header(
             {"type": "integer", "minimum": 0},
             "The number of enrolments the whole query matches (spec §12).",
+            required=True,
+        ),
+        "X-Data-Version": _header(
+            {"type": "string"},
+            "Opaque; changes with every import. Rows may move between pages when it does, so a "
+            "client walking the pages should read the result again if it changes on the way.",
             required=True,
         ),
         "WWW-Authenticate": _header(
@@ -348,6 +356,17 @@ def _query_parameters(spec: APISpec) -> list[dict[str, Any]]:
         value_schema = parameter["schema"].get("items", parameter["schema"])
         if value_schema.get("type") == "string" and "pattern" not in value_schema:
             value_schema["pattern"] = QUERY_TEXT_PATTERN
+    parameters.append(
+        {
+            "in": "query",
+            "name": "after",
+            "required": False,
+            "description": "Opaque, and only in the `next` links the API writes: follow those as given. "
+            "It lets the next page seek instead of counting rows; a value that is stale (an import "
+            "ran since) or not the API's own is ignored and the page is read by `start`.",
+            "schema": {"type": "string", "maxLength": 1024, "pattern": QUERY_TEXT_PATTERN},
+        }
+    )
     return parameters
 
 
@@ -468,7 +487,7 @@ def build_document(rate_limit: str) -> dict[str, Any]:
     enrolments_ok = {
         "description": "One page of completed enrolments, ordered by Work Unit code, course "
         "code and learner id.",
-        "headers": _header_refs("ETag", "Link", "X-Total-Count"),
+        "headers": _header_refs("ETag", "Link", "X-Total-Count", "X-Data-Version"),
         "content": {
             "application/json": {
                 "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Enrolment"}},

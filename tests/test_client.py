@@ -261,6 +261,12 @@ def test_only_https_urls_are_accepted_away_from_localhost(base: str) -> None:
         SouthrockClient(base, "public", "private")
 
 
+def test_credentials_put_in_the_url_are_not_repeated_in_the_error() -> None:
+    with pytest.raises(ValueError) as raised:
+        SouthrockClient("http://srpk_x:srsk_secret@yoursite.southrock.com", "public", "private")
+    assert "srsk_secret" not in str(raised.value) and "yoursite.southrock.com" in str(raised.value)
+
+
 def test_next_links_are_followed_on_the_clients_own_origin(site: Site) -> None:
     statuses: list[int] = []
     seen: list[str] = []

@@ -110,7 +110,8 @@ def test_query_parameters_are_the_query_schema_fields(document: dict[str, Any]) 
     parameters = {
         p["name"]: p for p in _operation(document, ENROLMENTS_PATH)["parameters"] if p["in"] == "query"
     }
-    assert list(parameters) == [field.data_key or name for name, field in schema.fields.items()]
+    # The schema's fields, then the opaque cursor the view reads itself.
+    assert list(parameters) == [field.data_key or name for name, field in schema.fields.items()] + ["after"]
     for name, field in schema.fields.items():
         parameter = parameters[name]
         assert parameter["required"] is False
@@ -175,14 +176,15 @@ def test_rate_limit_and_paging_headers_are_documented(document: dict[str, Any]) 
         "Retry-After",
         "ETag",
         "X-Request-Id",
+        "X-Data-Version",
     ):
         assert name in headers
     ok = resolve_ref(document, _operation(document, ENROLMENTS_PATH)["responses"]["200"])
-    assert {"Link", "X-Total-Count", "ETag", "X-Rate-Limit-Remaining"} <= set(ok["headers"])
+    assert {"Link", "X-Total-Count", "X-Data-Version", "ETag", "X-Rate-Limit-Remaining"} <= set(ok["headers"])
     too_many = resolve_ref(document, _operation(document, ENROLMENTS_PATH)["responses"]["429"])
     assert "Retry-After" in too_many["headers"]
     names = [p["name"] for p in _operation(document, ENROLMENTS_PATH)["parameters"]]
-    assert "If-None-Match" in names
+    assert "If-None-Match" in names and "after" in names
 
 
 def test_enrolment_page_matches_the_document(

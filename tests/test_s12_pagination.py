@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import get_database
+from southrock_api.db import bump_data_version, get_database
 from southrock_api.models import WorkUnit
 from tests import factories, hierarchies
 
@@ -201,3 +201,20 @@ def test_an_edited_cursor_is_ignored(client: FlaskClient, issued, position: int,
     assert response.status_code == 200
     assert response.get_json() == get(client, issued, "start=4&limit=3").get_json()
     assert [row["RNUM"] for row in response.get_json()] == ["4", "5", "6"]
+
+
+def test_x_data_version_stays_while_paging_and_changes_with_an_import(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
+    first = get(client, issued, "limit=3")
+    following = client.get(path_and_query(links(first)["next"]), headers={"Authorization": issued.authorization})
+    version = first.headers["X-Data-Version"]
+    assert following.headers["X-Data-Version"] == version and len(version) == 16
+    bump_data_version(session)
+    session.commit()
+    assert get(client, issued, "limit=3").headers["X-Data-Version"] != version
+
+
+@pytest.mark.parametrize("query", ["after=a&after=b", "AFTER=a"])
+def test_after_follows_the_rules_of_every_parameter(client: FlaskClient, issued, query: str) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, f"start=4&{query}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "E3010"
