@@ -17,7 +17,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # deployment names a folder that outlives its releases.
     instance = os.environ.get("SOUTHROCK_INSTANCE_PATH")
     app = Flask(__name__, instance_relative_config=True, instance_path=os.path.abspath(instance) if instance else None)
-    os.makedirs(app.instance_path, exist_ok=True)
+    # Private when this creates it: the SQLite files in it hold learners' personal data.
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     app.config.from_mapping(config.defaults(app.instance_path))
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)

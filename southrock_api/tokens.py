@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import getpass
 import hashlib
+import os
+import pwd
 import secrets
 from dataclasses import dataclass
 
@@ -72,10 +73,14 @@ def _now() -> dt.datetime:
 
 
 def _actor() -> str:
+    # The account the process runs as, not $LOGNAME or $USER (which anyone can set); through sudo,
+    # the invoking user too, as sudo records it.
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        name = f"uid {os.geteuid()}"
+    invoker = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {invoker})" if invoker and invoker != name else name
 
 
 def _audit(session: Session, action: str, public_key: str, detail: str | None = None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 
 import pytest
 from flask.testing import FlaskClient, FlaskCliRunner
@@ -137,3 +139,17 @@ def test_audit_records_who_did_what_without_secrets(runner: FlaskCliRunner, unit
     assert [event["action"] for event in events] == ["create", "rotate", "revoke"]
     assert all(event["actor"] for event in events)
     assert issued["private_key"] not in result.output
+
+
+def test_the_audited_actor_is_the_account_not_what_the_environment_claims(
+    runner: FlaskCliRunner, units: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "alice")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    create(runner, "--business-unit", "EDU")
+    monkeypatch.setenv("SUDO_USER", "bob")
+    create(runner, "--business-unit", "EDU")
+    actors = [event["actor"] for event in json.loads(runner.invoke(args=["tokens", "audit", "--json"]).stdout)]
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    assert actors == [account, f"{account} (sudo by bob)"]

@@ -46,6 +46,10 @@ def test_the_instance_folder_comes_from_the_environment(monkeypatch: pytest.Monk
     assert app.config["RATELIMIT_STORAGE_URI"] == f"sqlite:///{tmp_path / 'ratelimit.sqlite'}"
     assert app.config["RATE_LIMIT"] == "7 per minute"  # its config.py is read
     dispose(app)
+    # A folder it creates itself is private: the SQLite files in it hold personal data.
+    monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path / "new"))
+    dispose(create_app())
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
 
 
 def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
