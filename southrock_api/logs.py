@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 
@@ -32,6 +33,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, ensure_ascii=False)
+
+
+class NameTheError(logging.Filter):
+    """Add the type of the exception being handled to a warning that does not carry it.
+
+    flask-limiter logs "Rate limit storage unreachable - falling back to in-memory storage" from
+    inside its except block; the type (ConnectionError: refused, TimeoutError: hung) tells an
+    operator which. Only the type: the error's text may hold the store's URI and its password.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = sys.exc_info()[1]
+        if error is not None and record.exc_info is None and record.levelno >= logging.WARNING:
+            record.msg, record.args = f"{record.getMessage()} ({type(error).__name__})", None
+        return True
 
 
 def _start() -> None:
@@ -72,6 +88,9 @@ def configure_logging(level: str) -> None:
             handler.setFormatter(JsonFormatter())
             logger.addHandler(handler)
         logger.setLevel(level.upper())  # gunicorn shares SOUTHROCK_LOG_LEVEL and takes "info"
+    limiter_logger = logging.getLogger("flask-limiter")
+    if not any(isinstance(f, NameTheError) for f in limiter_logger.filters):
+        limiter_logger.addFilter(NameTheError())
 
 
 def init_app(app: Flask) -> None:
