@@ -28,8 +28,8 @@ class Plan:
 
 
 @st.composite
-def plans(draw: st.DrawFn, max_rows: int = 60) -> Plan:
-    """Draw a random organisation with both trees, learners and enrolments."""
+def plans(draw: st.DrawFn, max_rows: int = 60, min_rows: int = 0) -> Plan:
+    """Draw a random organisation with both trees, learners and enrolments (at least min_rows)."""
     business_count = draw(st.integers(1, 5))
     business_parents = [None] + [draw(st.none() | st.integers(0, i - 1)) for i in range(1, business_count)]
     work_count = draw(st.integers(1, 8))
@@ -47,6 +47,7 @@ def plans(draw: st.DrawFn, max_rows: int = 60) -> Plan:
                 st.sampled_from(STATUSES),
                 st.integers(0, 30),
             ),
+            min_size=min_rows,
             max_size=max_rows,
         )
     )

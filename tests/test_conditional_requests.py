@@ -72,3 +72,32 @@ def test_a_weakened_etag_still_matches(client: FlaskClient, setup) -> None:  # t
     etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
     response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization, "If-None-Match": f"W/{etag}"})
     assert response.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ("limit=5", "limit=2"),
+        ("start=1", "start=2"),
+        ("SDATE=2017-01-01", "SDATE=2016-01-01"),
+        ("EDATE=2030-01-01", "EDATE=2031-01-01"),
+        ("ORGCODES=A", "ORGCODES=B"),
+        ("", "ORGCODES=A"),
+    ],
+)
+def test_every_parameter_is_part_of_the_etag(client: FlaskClient, setup, mine: str, theirs: str) -> None:  # type: ignore[no-untyped-def]
+    issued = setup[0]
+    headers = {"Authorization": issued.authorization}
+    etag = client.get(f"/api/v1/enrolments?{mine}", headers=headers).headers["ETag"]
+    response = client.get(f"/api/v1/enrolments?{theirs}", headers={**headers, "If-None-Match": etag})
+    assert response.status_code == 200
+
+
+def test_tokens_of_two_units_of_one_kind_have_different_etags(client: FlaskClient, session: Session) -> None:
+    for make in (factories.business_unit, lambda s: factories.work_unit(s, factories.business_unit(s))):
+        one, two = make(session), make(session)
+        first, second = factories.token(session, one), factories.token(session, two)
+        session.commit()
+        etag = client.get("/api/v1/enrolments", headers={"Authorization": first.authorization}).headers["ETag"]
+        response = client.get("/api/v1/enrolments", headers={"Authorization": second.authorization, "If-None-Match": etag})
+        assert response.status_code == 200

@@ -207,10 +207,12 @@ def test_a_cached_token_still_expires_by_the_clock(session: Session, issued) -> 
     row.expires_at = ends
     bump_tokens_version(session)
     cache, versions = TokenCache(), read_versions(session)
-    before, after = ends - dt.timedelta(seconds=1), ends + dt.timedelta(seconds=1)
+    before, after = ends - dt.timedelta(microseconds=1), ends + dt.timedelta(seconds=1)
     assert authenticate(session, parse_basic(issued.authorization), before, versions, cache).public_key == issued.public_key
-    with pytest.raises(ApiError, match="expired"):
-        authenticate(session, parse_basic(issued.authorization), after, versions, cache)
+    # The expiry instant is the first moment the token no longer works (`--expires` names the last day).
+    for moment in (ends, after):
+        with pytest.raises(ApiError, match="expired"):
+            authenticate(session, parse_basic(issued.authorization), moment, versions, cache)
 
 
 def test_unknown_public_keys_are_never_cached(session: Session, issued) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import uuid
@@ -134,7 +135,8 @@ def walk(client: FlaskClient, authorization: str, query: str) -> tuple[list[dict
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(plan=hierarchies.plans(), limit=st.integers(1, 7), data=st.data())
+# At least 12 enrolments and pages of at most 7: most examples walk several pages, not one.
+@given(plan=hierarchies.plans(min_rows=12), limit=st.integers(1, 7), data=st.data())
 def test_following_next_yields_every_visible_row_once_in_order(
     app: Flask, connection: Connection, plan: hierarchies.Plan, limit: int, data: st.DataObject
 ) -> None:
@@ -218,3 +220,38 @@ def test_after_follows_the_rules_of_every_parameter(client: FlaskClient, issued,
     response = get(client, issued, f"start=4&{query}")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "E3010"
+
+
+@pytest.mark.parametrize(("limit", "next_start", "last_start"), [(9, "10", "10"), (5, "6", "6"), (10, None, "1"), (3, "4", "10")])
+def test_next_and_last_at_the_edges_of_a_ten_row_result(client: FlaskClient, issued, limit: int, next_start: str | None, last_start: str) -> None:  # type: ignore[no-untyped-def]
+    rels = links(get(client, issued, f"limit={limit}"))
+    assert (dict(query_of(rels["next"]))["start"] if "next" in rels else None) == next_start
+    assert dict(query_of(rels["last"]))["start"] == last_start
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 9, 10])
+def test_following_next_from_first_lands_exactly_on_last(client: FlaskClient, issued, limit: int) -> None:  # type: ignore[no-untyped-def]
+    response = get(client, issued, f"limit={limit}")
+    last = dict(query_of(links(response)["last"]))["start"]
+    rows = response.get_json()
+    while "next" in links(response):
+        response = client.get(path_and_query(links(response)["next"]), headers={"Authorization": issued.authorization})
+        rows += response.get_json()
+    assert dict(parse_qsl(urlsplit(response.request.url).query)).get("start", "1") == last
+    assert [row["RNUM"] for row in rows] == [str(n) for n in range(1, 11)]
+
+
+def test_a_cursor_is_ignored_under_other_filters(client: FlaskClient, session: Session) -> None:
+    """A cursor names a row of one result: another date range or ORGCODES is another result."""
+    bu = factories.business_unit(session)
+    unit, other = factories.work_unit(session, bu, code="AA"), factories.work_unit(session, bu, code="BB")
+    course = factories.course(session)
+    for unit_, day in [(unit, 1), (unit, 2), (unit, 10), (unit, 11), (unit, 12), (other, 13), (other, 14), (other, 15)]:
+        factories.enrolment(session, factories.learner(session, unit_, lr_id=f"lr{day:02d}"), course, completed_on=dt.date(2020, 1, day))
+    token = factories.token(session, bu)
+    session.commit()
+    after = dict(query_of(links(get(client, token, "limit=3"))["next"]))["after"]
+    # Each filter drops rows before row 3 of the unfiltered result, so its row 4 is another row.
+    for filters in ("SDATE=2020-01-05", "EDATE=2020-01-12&SDATE=2020-01-02", "ORGCODES=BB"):
+        with_cursor = get(client, token, f"{filters}&limit=3&start=4&after={after}")
+        assert with_cursor.get_json() == get(client, token, f"{filters}&limit=3&start=4").get_json()

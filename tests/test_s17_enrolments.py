@@ -6,6 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from southrock_api.models import BusinessUnit, WorkUnit
 from tests import factories, worlds
 
 FIELDS = {
@@ -101,6 +102,29 @@ def test_order_is_by_code_point_whatever_the_database_collation(client: FlaskCli
     assert keys == sorted(keys)
     assert keys[0] == ("B-UNIT2", "CRS-A", "LR-Y1")
     assert [key[1] for key in keys[:4]] == ["CRS-A", "Crs-D", "crs-b", "crs_c"]
+
+
+def test_a_business_unit_and_a_work_unit_with_the_same_id_see_their_own_units(client: FlaskClient, session: Session) -> None:
+    """Ids are per table: the visible units are a function of the unit's kind and id together."""
+    shared_id = 987_654
+    owner = BusinessUnit(id=shared_id, code="SAME-ID-BU", name="Same id (business unit)")
+    elsewhere = factories.business_unit(session)
+    session.add(owner)
+    session.flush()
+    mine = factories.work_unit(session, owner, code="OWNED")
+    same_id = WorkUnit(id=shared_id, code="SAME-ID-WU", name="Same id (work unit)", business_unit_id=elsewhere.id)
+    session.add(same_id)
+    session.flush()
+    course = factories.course(session)
+    for unit in (mine, same_id):
+        factories.enrolment(session, factories.learner(session, unit), course)
+    tokens = {unit.code: factories.token(session, unit) for unit in (owner, same_id)}
+    session.commit()
+    seen = {
+        code: org_codes(client.get("/api/v1/enrolments", headers={"Authorization": token.authorization}).get_json())
+        for code, token in tokens.items()
+    }
+    assert seen == {"SAME-ID-BU": {"OWNED"}, "SAME-ID-WU": {"SAME-ID-WU"}}
 
 
 def test_orgcodes_selects_visible_work_units(client: FlaskClient, world: worlds.World) -> None:
