@@ -44,7 +44,7 @@ test-sqlite: $(STAMP) ## Run the suite on SQLite
 test-postgresql: $(STAMP) ## Run the suite on PostgreSQL
 	SOUTHROCK_TEST_DATABASE=postgresql $(PY) -m pytest
 
-lint: $(STAMP) ## ruff and mypy over the package, tests and bench
+lint: $(STAMP) ## ruff over the package, tests and bench; mypy over the package
 	$(BIN)/ruff check southrock_api tests bench
 	$(BIN)/mypy southrock_api
 
