@@ -103,15 +103,36 @@ def _completed(query: Select, filters: Filters) -> Select:
     return query
 
 
+class _Recent:
+    """The `size` most recently used entries of a mapping; safe to share between threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        """Return the entry (now the most recent), or None."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store an entry, forgetting the least recently used beyond `size`."""
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class _CountCache:
     """Per-work-unit row counts keyed by (data version, filters); a small LRU per process."""
 
     def __init__(self, size: int = 32, layouts: int = 64) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, Filters], dict[int, int]] = OrderedDict()
-        self._layouts_size = layouts
-        self._layouts: OrderedDict[tuple[str, Filters, Hashable], tuple[list[int], list[int]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._counts = _Recent(size)
+        self._layouts = _Recent(layouts)
 
     def layout(
         self,
@@ -128,39 +149,28 @@ class _CountCache:
         100 kB, so only the most recent `layouts` unit sets are kept. Without a key nothing is kept.
         """
         key = (data_version, filters, units_key)
-        with self._lock:
-            found = self._layouts.get(key) if units_key is not None else None
-            if found is not None:
-                self._layouts.move_to_end(key)
-                return found
+        found: tuple[list[int], list[int]] | None = self._layouts.get(key) if units_key is not None else None
+        if found is not None:
+            return found
         counts = self.get(session, data_version, filters)
         sizes = [counts.get(unit.id, 0) for unit in units]
         found = (sizes, list(accumulate(sizes)))
-        if units_key is None:
-            return found
-        with self._lock:
-            self._layouts[key] = found
-            while len(self._layouts) > self._layouts_size:
-                self._layouts.popitem(last=False)
+        if units_key is not None:
+            self._layouts.put(key, found)
         return found
 
     def get(self, session: Session, data_version: str, filters: Filters) -> dict[int, int]:
         """Return {work unit id: completed rows in the date range}, counting on a miss only."""
         key = (data_version, filters)
-        with self._lock:
-            counts = self._entries.get(key)
-            if counts is not None:
-                self._entries.move_to_end(key)
-                return counts
+        counts: dict[int, int] | None = self._counts.get(key)
+        if counts is not None:
+            return counts
         # One pass, index-only on SQLite (ix_enrolments_completed_on); once per version and range.
         query = _completed(
             select(Enrolment.work_unit_id, func.count()).group_by(Enrolment.work_unit_id), filters
         )
         counts = {unit_id: count for unit_id, count in session.connection().execute(query)}
-        with self._lock:
-            self._entries[key] = counts
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._counts.put(key, counts)
         return counts
 
 

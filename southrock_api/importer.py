@@ -58,7 +58,8 @@ SQLITE_IMPORT_CACHE_KIB = 512 * 1024
 # Control characters (C0 except CR/LF, DEL, C1), the Unicode line and paragraph
 # separators, lone surrogates (undecodable bytes, via surrogateescape) and anything
 # beyond the BMP, which needs 4 bytes in UTF-8 (spec §10).
-_BAD_TEXT = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\U00010000-\U0010ffff]")
+_BAD_CHARACTERS = "\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\U00010000-\U0010ffff"
+_BAD_TEXT = re.compile(f"[{_BAD_CHARACTERS}]")
 # In a code, a space at either end or an invisible character would make a key that looks like
 # another and is not. A row with none of these characters needs no closer look (one scan);
 # _bad_codes says which codes of the others are wrong. A file of codes only (enrolments.csv)
@@ -66,7 +67,7 @@ _BAD_TEXT = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\
 _INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
 _SPACE_OR_INVISIBLE = re.compile(f"[\\s{_INVISIBLE}]")
 _INVISIBLE_CHARACTER = re.compile(f"[{_INVISIBLE}]")
-_BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(_BAD_TEXT.pattern[:-1] + f"\\s{_INVISIBLE}]")
+_BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(f"[{_BAD_CHARACTERS}\\s{_INVISIBLE}]")
 # ASCII digits only: \d would take ９ or ٥ too, and int() would read them.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?", re.ASCII)

@@ -219,3 +219,15 @@ def test_the_row_renderer_dumps_what_the_schema_dumps(completed_on: dt.date, hun
     assert json.loads(encoded) == [dumped, dict(zip(renderer.keys, [None, 1, 2.5, text, "", "%s", '"', "\\", "\n", "é中", "x"]))]
     # The SQLite path hands the converter ISO text; the text it returns is the same.
     assert renderer.converter("completed_on", dt.date.fromisoformat)(completed_on.isoformat()) == rendered["SCH_AEDATE"]
+
+
+def test_the_report_caches_keep_only_the_most_recently_used_entries() -> None:
+    """Per-unit counts and running totals are bounded per worker, whatever the number of queries."""
+    from southrock_api.enrolments import _Recent
+
+    recent = _Recent(2)
+    recent.put("a", 1)
+    recent.put("b", 2)
+    assert recent.get("a") == 1  # now the most recent
+    recent.put("c", 3)
+    assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
