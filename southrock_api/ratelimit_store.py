@@ -1,4 +1,9 @@
-"""A `limits` storage kept in a SQL database, so every worker and host shares one counter."""
+"""`limits` storages that answer a window's headers from their own increment.
+
+SQLStorage keeps fixed-window counters in SQLite or PostgreSQL, so every worker and host
+shares one counter without another server. RedisWindowStorage is limits' own Redis store
+with the same saving: the increment returns the window's end too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from limits.storage import Storage
+from limits.storage import RedisStorage, Storage
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, case, delete, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +32,33 @@ counters = Table(
 )
 
 
+class _OwnWindow:
+    """This thread's latest increment, which the response's rate-limit headers read next.
+
+    Answering them from it saves the store two round trips (the count, then the end) and
+    describes the request exactly. Each window is recalled once, and only briefly: any
+    later read goes to the store, where other workers count too.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def remember(self, key: str, count: int, ends: float) -> None:
+        """Keep the window this thread has just incremented."""
+        self._local.window = (key, count, ends, time.monotonic())
+
+    def recall(self, key: str) -> tuple[int, float] | None:
+        """Return (count, end) of the key's window if this thread has just incremented it."""
+        window = getattr(self._local, "window", None)
+        if window is None or window[0] != key or time.monotonic() - window[3] >= RECENT_SECONDS:
+            return None
+        return window[1], window[2]
+
+    def forget(self) -> None:
+        """Send the next read to the store."""
+        self._local.window = None
+
+
 class SQLStorage(Storage):
     """Fixed-window counters in SQLite or PostgreSQL, updated with one atomic upsert."""
 
@@ -44,7 +76,7 @@ class SQLStorage(Storage):
         )
         self._driver_error: Any = self.engine.dialect.loaded_dbapi.Error  # the DB-API module's Error
         self._schema_ready = False
-        self._recent = threading.local()
+        self._own = _OwnWindow()
         insert = (sqlite.insert if uri.startswith("sqlite") else postgresql.insert)(counters)
         # Built once: the values are bound per call, so SQLAlchemy's statement cache always hits.
         amount = bindparam("amount", type_=Integer)
@@ -109,9 +141,7 @@ class SQLStorage(Storage):
         now = time.time()
         parameters = {"key": key, "amount": amount, "now": now, "ends": now + expiry}
         [(count, expires_at)] = self._run(self._upsert, parameters)
-        # The response's rate-limit headers read this window next; answering them from the
-        # increment itself saves two round trips and describes the request exactly.
-        self._recent.window = (key, int(count), float(expires_at), time.monotonic())
+        self._own.remember(key, int(count), float(expires_at))
         if count == amount:
             # A new window: a cheap moment to forget windows that ended long ago.
             self._forget_before(now - 3600)
@@ -119,9 +149,9 @@ class SQLStorage(Storage):
 
     def _read(self, key: str) -> tuple[int, float]:
         """Return (count, end) of the key's window, from this thread's own increment if just made."""
-        recent = getattr(self._recent, "window", None)
-        if recent is not None and recent[0] == key and time.monotonic() - recent[3] < RECENT_SECONDS:
-            return recent[1], recent[2]
+        recent = self._own.recall(key)
+        if recent is not None:
+            return recent
         rows = self._run(self._window, {"key": key})
         return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
 
@@ -148,7 +178,7 @@ class SQLStorage(Storage):
     def get_expiry(self, key: str) -> float:
         """Return when the key's window ends (now, if there is none)."""
         _count, ends = self._read(key)
-        self._recent.window = None  # a window's stats are read once per increment
+        self._own.forget()  # a window's stats are read once per increment
         now = time.time()
         return ends if ends > now else now
 
@@ -173,3 +203,47 @@ class SQLStorage(Storage):
         with self.engine.begin() as connection:
             connection.execute(delete(counters).where(counters.c.key == key))
 
+
+
+# limits' incr_expire.lua, returning the window's remaining milliseconds with its count.
+_INCR_EXPIRE_TTL = b"""
+local amount = tonumber(ARGV[2])
+local current = redis.call("incrby", KEYS[1], amount)
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("pttl", KEYS[1])}
+"""
+
+
+class RedisWindowStorage(RedisStorage):
+    """limits' Redis store, answering the headers' reads from the increment (one round trip, not three)."""
+
+    # Registered in place of limits' own class for these schemes (Sentinel and Cluster keep theirs).
+    STORAGE_SCHEME = ["redis", "rediss", "redis+unix"]
+
+    def initialize_storage(self, uri: str) -> None:
+        """Register limits' scripts and the increment that also returns the window's end."""
+        super().initialize_storage(uri)
+        self._own = _OwnWindow()
+        self._incr_expire_ttl = self.get_connection().register_script(_INCR_EXPIRE_TTL)
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add amount to the key's window (started with the first increment) and remember its end."""
+        count, ttl_ms = self._incr_expire_ttl([self.prefixed_key(key)], [expiry, amount])
+        self._own.remember(key, int(count), time.time() + max(int(ttl_ms), 0) / 1000)
+        return int(count)
+
+    def get(self, key: str) -> int:
+        """Return the count of the key's current window (0 if none)."""
+        recent = self._own.recall(key)
+        if recent is None:
+            return super().get(key)
+        count, ends = recent
+        return count if ends > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        """Return when the key's window ends."""
+        recent = self._own.recall(key)
+        self._own.forget()  # a window's stats are read once per increment
+        return max(recent[1], time.time()) if recent is not None else super().get_expiry(key)

@@ -1,4 +1,4 @@
-"""The SQL limiter store: atomic fixed windows shared by every process, and old windows forgotten."""
+"""The limiter's stores: atomic fixed windows shared by every process, read back from the increment."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
+from limits.storage import storage_from_string
 from sqlalchemy import func, insert, select
 
-from southrock_api.ratelimit_store import SQLStorage, counters
+from southrock_api.ratelimit_store import RedisWindowStorage, SQLStorage, counters
 from tests import databases
 
 
@@ -85,3 +87,50 @@ def test_a_connection_the_server_dropped_fails_one_call_and_is_replaced(tmp_path
             assert store.incr("site", 60) == 2
         finally:
             store.engine.dispose()
+
+
+@pytest.fixture()
+def redis_store() -> Iterator[RedisWindowStorage]:
+    storage = storage_from_string(databases.REDIS_URL, key_prefix=f"test-store-{time.time_ns()}")
+    assert isinstance(storage, RedisWindowStorage)
+    yield storage
+    storage.reset()
+
+
+@pytest.mark.redis
+def test_redis_windows_count_up_and_restart_when_they_end(redis_store: RedisWindowStorage) -> None:
+    assert [redis_store.incr("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert redis_store.get("k") == 3
+    assert time.time() + 59 < redis_store.get_expiry("k") <= time.time() + 60
+    assert redis_store.incr("short", 1) == 1
+    time.sleep(1.1)
+    assert redis_store.get("short") == 0
+    assert redis_store.incr("short", 1) == 1
+
+
+@pytest.mark.redis
+def test_redis_reads_the_window_just_incremented_from_the_increment(redis_store: RedisWindowStorage) -> None:
+    other = redis.Redis.from_url(databases.REDIS_URL)
+    assert redis_store.incr("site", 60) == 1
+    other.set(redis_store.prefixed_key("site"), 7, keepttl=True)  # other workers count on meanwhile
+    # The headers of this request describe this request's own increment...
+    assert redis_store.get("site") == 1
+    assert redis_store.get_expiry("site") > time.time() + 59
+    # ...and any later read goes to Redis.
+    assert redis_store.get("site") == 7
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        redis_store.incr("site", 60)
+        assert pool.submit(redis_store.get, "site").result() == 8  # another thread never sees this thread's memory
+
+
+@pytest.mark.redis
+def test_redis_concurrent_increments_are_never_lost(redis_store: RedisWindowStorage) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = sorted(pool.map(lambda _: redis_store.incr("shared", 60), range(80)))
+    assert counts == list(range(1, 81))
+
+
+def test_sentinel_and_cluster_uris_keep_limits_own_stores() -> None:
+    assert not isinstance(
+        storage_from_string("redis+sentinel://127.0.0.1:26379/mymaster"), RedisWindowStorage
+    )
