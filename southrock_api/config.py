@@ -16,6 +16,9 @@ RATELIMIT_STORAGE_URI: str | None = None
 REQUIRE_HTTPS = False
 # Addresses or networks (comma separated) whose X-Forwarded-* headers are believed.
 TRUSTED_PROXIES = ""
+# Host names (comma separated; ".example.org" takes its subdomains) the site answers to. Link
+# URLs are built from the request's host, so production names its own; empty: any valid name.
+TRUSTED_HOSTS = ""
 # Names this site's counters in a shared store: sites sharing one Redis need distinct prefixes.
 RATELIMIT_KEY_PREFIX = "southrock"
 # Seconds before a Redis limiter store is considered unreachable.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, jsonify, request
 from flask_limiter import RateLimitExceeded
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ def _handle_http_exception(error: HTTPException) -> Response:
         )
     if isinstance(error, NotFound):
         return _handle_api_error(_not_found(request.path))
+    if isinstance(error, SecurityError):
+        # A Host outside TRUSTED_HOSTS (or not a host name at all): no endpoint of this site.
+        return error_response(ENDPOINT_NOT_SUPPORTED, "Endpoint not supported: unknown host name")
     if error.code is not None and error.code < 500:
         return error_response(BAD_PARAMETER, f"Bad request: {error.name}")
     return _handle_unexpected(error)

@@ -1,4 +1,5 @@
-"""Believe X-Forwarded-* only from configured proxies (spec §8: URLs we generate say https)."""
+"""Believe X-Forwarded-* only from configured proxies (spec §8: URLs we generate say https), and
+answer only to the configured host names."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ class TrustedProxyFix:
         return self.app(environ, start_response)
 
 
+def host_names(value: str | Iterable[str] | None) -> list[str] | None:
+    """Return TRUSTED_HOSTS as Flask takes it: a list of names, or None for any name."""
+    names = value.split(",") if isinstance(value, str) else list(value or ())
+    return [name.strip() for name in names if name.strip()] or None
+
+
 def init_app(app: Flask) -> None:
-    """Wrap the WSGI app so forwarded headers count only from TRUSTED_PROXIES."""
+    """Wrap the WSGI app so forwarded headers count only from TRUSTED_PROXIES; check TRUSTED_HOSTS."""
+    # Flask refuses any other Host (after ProxyFix, so the forwarded one) before routing.
+    app.config["TRUSTED_HOSTS"] = host_names(app.config["TRUSTED_HOSTS"])
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, str(app.config["TRUSTED_PROXIES"]))  # type: ignore[method-assign]

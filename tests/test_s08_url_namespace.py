@@ -77,3 +77,33 @@ def test_require_https_refuses_plain_http_with_a_json_error(app: Flask, authoriz
     secure = client.get("/api/v1", headers={"Authorization": authorization, "X-Forwarded-Proto": "https"})
     assert secure.status_code == 200
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "api.acme.example.evil.example", "bad host<>", 'x>; rel="next", <http://evil.example'])
+def test_trusted_hosts_refuse_other_host_names_before_authentication(app: Flask, authorization: str, host: str) -> None:
+    client = _app_with(app, TRUSTED_HOSTS="api.acme.example, .southrock.example").test_client()
+    ours = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": "api.acme.example"})
+    assert ours.status_code == 200
+    assert ours.headers["Link"].startswith("<http://api.acme.example/api/v1/enrolments?")
+    assert client.get("/api/v1", headers={"Authorization": authorization, "Host": "eu.southrock.example:8443"}).status_code == 200
+    left = int(client.get("/api/v1", headers={"Authorization": authorization, "Host": "api.acme.example"}).headers["X-Rate-Limit-Remaining"])
+    other = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": host})
+    assert other.status_code == 404
+    assert other.get_json()["error"] == {"message": "Endpoint not supported: unknown host name", "code": "E2020"}
+    assert "Link" not in other.headers
+    # Refused before authentication: the site's bucket is not spent.
+    assert int(other.headers["X-Rate-Limit-Remaining"]) == left
+
+
+def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, authorization: str) -> None:
+    client = _app_with(app, TRUSTED_HOSTS="api.acme.example", TRUSTED_PROXIES="127.0.0.1").test_client()
+    forwarded = {"Authorization": authorization, "Host": "127.0.0.1:8000"}
+    assert client.get("/api/v1", headers={**forwarded, "X-Forwarded-Host": "api.acme.example"}).status_code == 200
+    assert client.get("/api/v1", headers={**forwarded, "X-Forwarded-Host": "evil.example"}).status_code == 404
+
+
+@pytest.mark.parametrize(("setting", "names"), [("", None), (" a.example ,.b.example,", ["a.example", ".b.example"]), (["a.example"], ["a.example"])])
+def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, names: list[str] | None) -> None:
+    from southrock_api.proxy import host_names
+
+    assert host_names(setting) == names  # type: ignore[arg-type]
