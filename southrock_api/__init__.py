@@ -25,6 +25,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_prefixed_env("SOUTHROCK")
     else:
         app.config.from_mapping(test_config)
+    for name in config.FLAGS:
+        app.config[name] = config.flag(name, app.config[name])
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # An API answers its own URLs or a JSON error; it never redirects `//` to `/`.
     app.url_map.merge_slashes = False

@@ -19,7 +19,13 @@ from southrock_api.auth import (
 )
 from southrock_api.db import begin_snapshot, get_database, get_session, read_versions
 from southrock_api.enrolments import Filters, SortKey, fetch_page
-from southrock_api.errors import AUTHENTICATION_FAILED, BAD_PARAMETER, ENDPOINT_NOT_SUPPORTED, ApiError
+from southrock_api.errors import (
+    AUTHENTICATION_FAILED,
+    BAD_PARAMETER,
+    ENDPOINT_NOT_SUPPORTED,
+    ApiError,
+    in_api_namespace,
+)
 from southrock_api.schemas import (
     EXPECTATIONS,
     REPEATABLE,
@@ -37,7 +43,7 @@ def _require_https() -> None:
     # spec §8c: API requests must use HTTPS; a plain-HTTP URL is outside the API's namespace.
     if (
         current_app.config["REQUIRE_HTTPS"]
-        and request.path.startswith("/api")
+        and in_api_namespace(request.path)
         and request.scheme != "https"
     ):
         raise ApiError(ENDPOINT_NOT_SUPPORTED, "Endpoint not supported: use https://")

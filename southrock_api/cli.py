@@ -149,6 +149,10 @@ def _show_issued(issued: tokens.IssuedToken, as_json: bool) -> None:
 def _expiry(value: dt.date | None) -> dt.datetime | None:
     if value is None:
         return None
+    if value < dt.datetime.now(dt.timezone.utc).date():
+        raise click.BadParameter(f"{value} has passed: the token would never work", param_hint="'--expires'")
+    if value >= dt.date.max:
+        raise click.BadParameter(f"must be before {dt.date.max}", param_hint="'--expires'")
     # A token is good through the whole of its expiry day (UTC).
     return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
 
@@ -256,6 +260,26 @@ def _create_app() -> Flask:
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False, add_default_commands=False)
+class SouthrockGroup(FlaskGroup):
+    """Flask's command group without the commands other installed packages plug into every Flask CLI.
+
+    flask-limiter's `limiter` group is one: `limiter config` prints the store's URI, password
+    and all, and fails on the SQL store. This command offers only its own commands.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Name this application's commands."""
+        return [name for name in super().list_commands(ctx) if name not in _PLUGGED_IN]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """Find one of this application's commands."""
+        return None if name in _PLUGGED_IN else super().get_command(ctx, name)
+
+
+# The `flask.commands` entry points of the pinned requirements.
+_PLUGGED_IN = frozenset({"limiter"})
+
+
+@click.group(cls=SouthrockGroup, create_app=_create_app, add_version_option=False, add_default_commands=False)
 def main() -> None:
     """Southrock LMS Enrolment API administration."""

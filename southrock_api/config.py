@@ -10,7 +10,7 @@ RATE_LIMIT = "60 per minute"
 AUTH_FAILURE_LIMIT = "10 per minute"
 # None: a SQLite file in the instance folder (see defaults()).
 DATABASE_URL: str | None = None
-# None: a SQLite file beside the database, shared by every worker on the host.
+# None: a SQLite file in the instance folder, shared by every worker on the host.
 RATELIMIT_STORAGE_URI: str | None = None
 # Refuse plain-HTTP API requests (spec §8c). Enable behind a TLS-terminating proxy.
 REQUIRE_HTTPS = False
@@ -34,6 +34,22 @@ RTOPILOT_MAX_ATTEMPTS = 5
 RTOPILOT_BACKOFF_SECONDS = 0.5
 RTOPILOT_MAX_BACKOFF_SECONDS = 30.0
 LOG_LEVEL = "INFO"
+
+# On/off settings. From the environment they arrive as text, where "False" or "no" would be a
+# non-empty string, that is true: they are read strictly instead, and anything else is refused.
+FLAGS = ("REQUIRE_HTTPS",)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str, value: object) -> bool:
+    """Read an on/off setting: a bool, 0 or 1, or true/false, yes/no, on/off in any case."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"SOUTHROCK_{name} must be true or false, not {value!r}")
 
 
 def defaults(instance_path: str) -> dict[str, object]:

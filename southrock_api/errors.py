@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 SUPPORTED_VERSIONS = ("v1",)
 
 
+def in_api_namespace(path: str) -> bool:
+    """Whether a path is under /api (spec §8), as /api/v1 is and /apidocs is not."""
+    return path == "/api" or path.startswith("/api/")
+
+
 @dataclass(frozen=True)
 class ErrorCode:
     """One row of the spec's error table."""

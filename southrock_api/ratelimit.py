@@ -14,7 +14,7 @@ from flask_limiter import ApplicationLimit, Limiter
 from limits import RateLimitItem, parse
 
 from southrock_api import ratelimit_store  # noqa: F401  (registers the sqlite:// and postgresql:// stores)
-from southrock_api.errors import RATE_LIMITED, ApiError
+from southrock_api.errors import RATE_LIMITED, ApiError, in_api_namespace
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def site_window() -> Window | None:
 
 def _add_headers(response: Response) -> Response:
     # spec §15: the headers are on every API response, errors and the 429 included.
-    if not request.path.startswith("/api") or "X-Rate-Limit-Limit" in response.headers:
+    if not in_api_namespace(request.path) or "X-Rate-Limit-Limit" in response.headers:
         return response  # not an API response, or a 429 that reports the limit it hit itself
     window = site_window()
     if window is None:

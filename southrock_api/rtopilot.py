@@ -254,7 +254,7 @@ def _error_message(response: requests.Response, api_key: str) -> str:
     # RTOPilot errors are {"title": ..., "message": ...}; anything else is summarised, not echoed whole.
     try:
         data = response.json()
-        message = str(data.get("message") or data.get("title"))
+        message = str(data.get("message") or data.get("title") or response.reason or "no message")
     except (ValueError, AttributeError):
         message = response.reason or "no message"
     # A server or proxy that echoes the request's headers must not get the key into the database.

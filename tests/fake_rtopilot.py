@@ -37,6 +37,7 @@ class FakeRtopilot:
         self.redirect_next = 0  # answer the next N requests 302 to a page that answers GET with 200
         self.truncate_next = 0  # answer the next N requests 500 with a body cut off mid-way
         self.echo_authorization = False  # a 400 whose message repeats the Authorization header
+        self.bare_400 = False  # a 400 whose JSON body has neither title nor message
         self.gets = 0  # GET requests received (a followed redirect)
         self.after_success: Callable[[int], None] = lambda _count: None
         self._lock = threading.Lock()
@@ -71,6 +72,8 @@ class FakeRtopilot:
             return 400, {"title": "Bad Request", "message": "body must be a JSON object"}
         lms_id, progress = body.get("lmsEnrolmentId"), body.get("progress")
         with self._lock:
+            if self.bare_400:
+                return self._note(lms_id, progress, 400), {}
             if self.echo_authorization:
                 message = f"bad header {handler.headers.get('Authorization')}"
                 return self._note(lms_id, progress, 400), {"title": "Bad Request", "message": message}

@@ -402,6 +402,15 @@ def test_an_answer_cut_off_mid_body_is_retried(
     assert sorted(fake.accepted()) == sorted((sch_id, float(p)) for sch_id, p in expected.items())
 
 
+def test_an_error_without_title_or_message_is_stored_as_the_status_reason(
+    pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
+) -> None:
+    make_enrolments(session)
+    fake.bare_400 = True
+    assert sync(runner).exit_code == INCOMPLETE_EXIT_CODE
+    assert {push.last_error for push in pushes(session).values()} == {"HTTP 400: Bad Request"}
+
+
 def test_an_error_message_that_echoes_the_key_is_stored_without_it(
     pushing_app: Flask, runner: FlaskCliRunner, session: Session, fake: FakeRtopilot
 ) -> None:

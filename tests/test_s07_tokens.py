@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pwd
@@ -128,6 +129,24 @@ def test_expiry_is_the_last_day_a_token_works(runner: FlaskCliRunner, units: Non
     # Read back from the database (naive on SQLite), rotation reports the same UTC instant.
     rotated = json.loads(runner.invoke(args=["tokens", "rotate", issued["public_key"], "--json"]).stdout)
     assert rotated["expires"] == "2027-07-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(("expires", "says"), [("2000-01-01", "2000-01-01 has passed"), ("9999-12-31", "must be before 9999-12-31")])
+def test_an_expiry_that_has_passed_or_cannot_be_stored_is_refused(
+    runner: FlaskCliRunner, units: None, expires: str, says: str
+) -> None:
+    result = runner.invoke(args=["tokens", "create", "--business-unit", "EDU", "--expires", expires])
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output
+    assert json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout) == []
+
+
+def test_a_token_expiring_today_works_until_midnight_utc(runner: FlaskCliRunner, client: FlaskClient, units: None) -> None:
+    today = dt.datetime.now(dt.timezone.utc).date()
+    issued = create(runner, "--business-unit", "EDU", "--expires", today.isoformat())
+    assert issued["expires"] == f"{today + dt.timedelta(days=1)}T00:00:00+00:00"
+    assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 200
 
 
 def test_audit_records_who_did_what_without_secrets(runner: FlaskCliRunner, units: None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -107,3 +109,27 @@ def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, 
     from southrock_api.proxy import host_names
 
     assert host_names(setting) == names  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "required"),
+    [("true", True), ("True", True), ("yes", True), ("1", True), ("ON", True),
+     ("false", False), ("False", False), ("no", False), ("0", False), ("off", False)],
+)
+def test_require_https_from_the_environment_is_read_strictly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, required: bool
+) -> None:
+    from southrock_api import create_app
+
+    monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("SOUTHROCK_REQUIRE_HTTPS", text)
+    assert create_app().config["REQUIRE_HTTPS"] is required
+
+
+def test_an_unreadable_require_https_stops_the_app_from_starting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from southrock_api import create_app
+
+    monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("SOUTHROCK_REQUIRE_HTTPS", "maybe")
+    with pytest.raises(ValueError, match="SOUTHROCK_REQUIRE_HTTPS must be true or false, not 'maybe'"):
+        create_app()

@@ -108,6 +108,13 @@ def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # 
     assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
 
 
+@pytest.mark.parametrize("path", ["/apidocs", "/api-v1", "/docs"])
+def test_paths_outside_the_api_namespace_carry_no_rate_limit_headers(client: FlaskClient, tokens, path: str) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(path, headers={"Authorization": tokens[0].authorization})
+    assert "X-Rate-Limit-Limit" not in response.headers
+    assert "RateLimit" not in response.headers
+
+
 def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, tokens) -> None:  # type: ignore[no-untyped-def]
     from southrock_api import create_app
     from southrock_api.db import get_database
