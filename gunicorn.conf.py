@@ -30,7 +30,7 @@ accesslog = None  # the application writes one structured line per request itsel
 errorlog = "-"
 loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
 # gunicorn's own bounds (its largest finite request line, its default header field size): a
-# request line or header beyond them gets gunicorn's plain 400 before the application. Unbounded
+# request line or header beyond them gets gunicorn's plain 414 or 431 before the application. Unbounded
 # (0), gunicorn's Python parser buffers a line of any length, at a cost that grows with the square
 # of it: one unauthenticated connection sending megabytes without a line end held a worker's CPU
 # for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.

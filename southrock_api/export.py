@@ -129,7 +129,7 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, writable=True, path_type=Path), help="File to write (replaced only when complete).")
 @click.option("--page-size", default=500, show_default=True, type=click.IntRange(1, 500))
-@click.option("--guard-formulas/--no-guard-formulas", default=True, show_default=True, help="CSV: prefix text cells starting with = + - @ with ' so spreadsheets show them as text.")
+@click.option("--guard-formulas/--no-guard-formulas", default=True, show_default=True, help="CSV: prefix text cells starting with = + - @, a tab or a CR with ' so spreadsheets show them as text.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 def export_command(
     url: str,

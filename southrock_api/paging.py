@@ -1,4 +1,4 @@
-"""Query-string decoding (spec §10), the Link header and X-Total-Count (spec §12)."""
+"""Query-string decoding (spec §10), the Link header (spec §12) and the sealed `after` cursor of its next link."""
 
 from __future__ import annotations
 
@@ -184,7 +184,10 @@ def link_header(
         links.append(f'<{url(start + limit, limit, next_cursor)}>; rel="next"')
     links.append(f'<{url(last, limit)}>; rel="last"')
     links.append(f'<{url(1, limit)}>; rel="first"')
-    if start > 1:
+    if start > total > 0:
+        # Past the end, the page before this one is the last page that has rows.
+        links.append(f'<{url(last, limit)}>; rel="prev"')
+    elif start > 1:
         prev_start = max(1, start - limit)
         # The previous page stops just before this one, even when start is off the grid.
         links.append(f'<{url(prev_start, min(limit, start - prev_start))}>; rel="prev"')

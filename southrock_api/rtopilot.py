@@ -144,9 +144,9 @@ class Outcome(enum.Enum):
     """What became of one push."""
 
     SENT = "sent"
-    FAILED = "failed"  # 400: RTOPilot refused the body; recorded, retried next run
+    FAILED = "failed"  # 400 (or 403, 422, …): RTOPilot refused it; recorded, retried next run
     PENDING = "pending"  # not answered after the retries, or not attempted; sent next run
-    FATAL = "fatal"  # 401 and the like: no further push can succeed
+    FATAL = "fatal"  # 401, 404, a redirect: no further push can succeed
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,12 @@ def test_a_start_past_the_end_is_an_empty_page(client: FlaskClient, issued) -> N
     assert "next" not in links(response)
 
 
+@pytest.mark.parametrize("start", [11, 12, 999, 2**31 - 1])
+def test_prev_from_past_the_end_is_the_last_page(client: FlaskClient, issued, start: int) -> None:  # type: ignore[no-untyped-def]
+    found = links(get(client, issued, f"start={start}&limit=5"))
+    assert dict(query_of(found["prev"])) == dict(query_of(found["last"])) == {"start": "6", "limit": "5"}
+
+
 def test_an_empty_result_still_has_first_and_last(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
     response = get(client, issued, "ORGCODES=NONE")
     assert response.headers["X-Total-Count"] == "0"

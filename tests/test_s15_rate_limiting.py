@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from flask.testing import FlaskClient
@@ -106,6 +107,25 @@ def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # 
         assert response.status_code == 200
         assert "X-Rate-Limit-Limit" not in response.headers
     assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
+
+
+def test_the_window_is_fixed_and_the_first_request_after_it_starts_the_next(app, tokens, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from southrock_api import create_app
+    from southrock_api.db import get_database
+
+    config = {**app.config, "RATE_LIMIT": "2 per 2 seconds", "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'rl.sqlite'}"}
+    short = create_app(config)
+    get_database(short).engine.dispose()
+    get_database(short).session_factory = get_database(app).session_factory
+    client = short.test_client()
+    answers = [client.get("/api/v1", headers={"Authorization": tokens[0].authorization}) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    # Requests within a window never move its end.
+    resets = [int(answer.headers["X-Rate-Limit-Reset"]) for answer in answers]
+    assert resets == sorted(resets, reverse=True) and 1 <= resets[-1] <= 2
+    time.sleep(resets[-1] + 0.1)
+    fresh = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
+    assert fresh.status_code == 200 and remaining(fresh) == 1
 
 
 @pytest.mark.parametrize("path", ["/apidocs", "/api-v1", "/docs"])
