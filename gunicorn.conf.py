@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from typing import Any
+
+from southrock_api.logs import RedactKeys
 
 bind = os.environ.get("SOUTHROCK_BIND", "127.0.0.1:8000")
 # gunicorn's usual 2 x cores + 1, capped so that the connections of one host stay well inside
@@ -36,6 +39,8 @@ loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
 # for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.
 limit_request_line = 8190
 limit_request_field_size = 8190
+# gunicorn logs the raw line or header of a request it cannot parse, credentials and all.
+logging.getLogger("gunicorn.error").addFilter(RedactKeys())
 
 
 def post_fork(server: Any, worker: Any) -> None:

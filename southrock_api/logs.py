@@ -17,6 +17,9 @@ access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
 LOGGERS = ("southrock_api", "flask-limiter")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# What may carry a key: a private key, Basic credentials, Base64 of "srpk_…:srsk_…" without its
+# scheme (it always starts c3Jwa1), and RTOPilot's key.
+_SECRET = re.compile(r"srsk_[A-Za-z0-9_-]*|(?i:basic)\s+[A-Za-z0-9+/=_-]+|c3Jwa1[A-Za-z0-9+/=]*|rtop_[0-9A-Fa-f]*")
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,6 +50,21 @@ class NameTheError(logging.Filter):
         error = sys.exc_info()[1]
         if error is not None and record.exc_info is None and record.levelno >= logging.WARNING:
             record.msg, record.args = f"{record.getMessage()} ({type(error).__name__})", None
+        return True
+
+
+class RedactKeys(logging.Filter):
+    """Cut keys and credentials out of a record's message.
+
+    gunicorn logs a malformed request's raw line or header ("Invalid HTTP Header: 'Authorization
+    Basic …'") before the application sees it, so its error log gets this filter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET.sub(lambda found: found.group()[:5] + "…", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import socket
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -108,10 +109,30 @@ def test_other_methods_get_e2030(served: tuple[str, str, str, Path], method: str
     assert '"code":"E2030"' in body
 
 
+def raw_send(base_url: str, data: bytes) -> bytes:
+    """Send bytes no HTTP client would; return what the server answers."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as connection:
+        connection.sendall(data)
+        return connection.recv(65_536)
+
+
 def test_no_key_reaches_the_log(served: tuple[str, str, str, Path]) -> None:
     base_url, authorization, private_key, log = served
+    credentials = authorization.split()[1]
+    public_key = base64.b64decode(credentials).decode().split(":")[0]
     raw_get(base_url, "/api/v1", {"Authorization": authorization})
     raw_get(base_url, "/api/v1/enrolments?limit=0", {"Authorization": authorization})
+    # Requests gunicorn cannot parse, which it logs raw: a header without its colon, with and
+    # without the scheme, and credentials in a request line with a control character.
+    for malformed in (
+        f"GET /api/v1 HTTP/1.1\r\nHost: x\r\nAuthorization Basic {credentials}\r\n\r\n",
+        f"GET /api/v1 HTTP/1.1\r\nHost: x\r\nAuthorization {credentials}\r\n\r\n",
+        f"GET http://{public_key}:{private_key}@x/api/v1\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        assert raw_send(base_url, malformed.encode()).startswith(b"HTTP/1.1 400")
     text = log.read_text()
     assert '"status": 400' in text  # the requests above were logged...
-    assert private_key not in text and authorization.split()[1] not in text  # ...without their keys
+    assert text.count("Invalid HTTP") >= 3
+    assert private_key not in text and credentials not in text  # ...without their keys
+    assert private_key[5:] not in text and credentials[6:] not in text
