@@ -124,12 +124,28 @@ def create_token(
     )
 
 
+# Characters a masked key must show on each side of its ellipsis, as `tokens list` prints it: with
+# fewer, one typo could revoke or rotate some other token (the most privileged, say).
+MASK_SHOWS = 4
+
+
 def _find(session: Session, public_key: str) -> ApiToken:
     """Find a token by its public key, or by the masked form `tokens list` shows (… or ...)."""
+    if PRIVATE_KEY_PREFIX in public_key:
+        # Never repeated back: it would land in the terminal's scrollback and the shell's history.
+        raise TokenError(
+            f"that holds a private key ({PRIVATE_KEY_PREFIX}…): give the public key ({PUBLIC_KEY_PREFIX}…). "
+            "A private key that has been pasted somewhere should be rotated."
+        )
     # Typed by hand, the ellipsis `tokens list` prints often becomes three dots.
     public_key = public_key.replace("...", "…")
     if "…" in public_key:
         head, _, tail = public_key.partition("…")
+        if not head.startswith(PUBLIC_KEY_PREFIX) or min(len(head) - len(PUBLIC_KEY_PREFIX), len(tail)) < MASK_SHOWS:
+            raise TokenError(
+                f"{public_key!r} is too little of a key: give the whole public key or the masked form "
+                f"`tokens list` shows ({mask(PUBLIC_KEY_PREFIX + 'abcdefghwxyz')})"
+            )
         query = select(ApiToken).where(
             ApiToken.public_key.startswith(head, autoescape=True),
             ApiToken.public_key.endswith(tail, autoescape=True),

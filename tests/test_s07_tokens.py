@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import pwd
+from typing import Callable
 
 import pytest
 from flask.testing import FlaskClient, FlaskCliRunner
@@ -94,6 +95,38 @@ def test_revoke_takes_effect_on_the_next_request(runner: FlaskCliRunner, client:
     assert client.get("/api/v1", headers=headers).status_code == 401
     rows = json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)
     assert rows[0]["state"] == "revoked"
+
+
+# Fragments of a key (srpk_ + body) that match it, as a slip of the keyboard could.
+FRAGMENTS = {
+    "last character": lambda key: "…" + key[-1],
+    "prefix only": lambda key: "srpk_…",
+    "first character": lambda key: key[:6] + "…",
+    "three before": lambda key: key[:8] + "…" + key[-4:],
+    "three after": lambda key: key[:9] + "…" + key[-3:],
+    "no prefix": lambda key: key[5:9] + "…" + key[-4:],
+}
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS.values(), ids=FRAGMENTS.keys())
+def test_revoke_and_rotate_refuse_a_fragment_that_could_name_another_token(
+    runner: FlaskCliRunner, client: FlaskClient, units: None, fragment: Callable[[str], str]
+) -> None:
+    issued = create(runner, "--business-unit", "EDU")
+    for command in ("revoke", "rotate"):
+        result = runner.invoke(args=["tokens", command, fragment(issued["public_key"])])
+        assert result.exit_code != 0
+        assert "too little of a key" in result.output
+    assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 200
+
+
+def test_a_pasted_private_key_is_refused_and_never_repeated(runner: FlaskCliRunner, units: None) -> None:
+    issued = create(runner, "--business-unit", "EDU")
+    for typed in (issued["private_key"], f"{issued['public_key']}:{issued['private_key']}"):
+        result = runner.invoke(args=["tokens", "revoke", typed])
+        assert result.exit_code != 0
+        assert "give the public key" in result.output
+        assert issued["private_key"][5:] not in result.output
 
 
 @pytest.mark.parametrize("ellipsis", ["…", "..."])
