@@ -39,8 +39,11 @@ loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
 # for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.
 limit_request_line = 8190
 limit_request_field_size = 8190
-# gunicorn logs the raw line or header of a request it cannot parse, credentials and all.
-logging.getLogger("gunicorn.error").addFilter(RedactKeys())
+# gunicorn logs the raw line or header of a request it cannot parse, credentials and all. Once:
+# gunicorn reads this file again on every reload (SIGHUP).
+_error_log = logging.getLogger("gunicorn.error")
+if not any(isinstance(existing, RedactKeys) for existing in _error_log.filters):
+    _error_log.addFilter(RedactKeys())
 
 
 def post_fork(server: Any, worker: Any) -> None:

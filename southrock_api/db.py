@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, MetaData, create_engine, event, select, update
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -48,9 +49,21 @@ def _begin_sqlite(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def _create_private(path: str | None) -> None:
+    # The files hold learners' personal data and token hashes; SQLite would create them with the
+    # umask's mode (usually readable by everyone) and gives its -wal and -shm files the same mode.
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # SQLite reports the problem itself on the first connection, as it always has
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings this application relies on."""
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)

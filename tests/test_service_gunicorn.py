@@ -14,7 +14,7 @@ import pytest
 import requests
 from flask import Flask
 
-from southrock_api import create_app
+from southrock_api import create_app, schema
 from southrock_api.db import get_database
 from southrock_api.ratelimit import get_limiter
 from tests import databases
@@ -50,6 +50,28 @@ def test_the_instance_folder_comes_from_the_environment(monkeypatch: pytest.Monk
     monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path / "new"))
     dispose(create_app())
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+
+
+def test_sqlite_files_are_private_in_a_folder_anyone_can_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A checkout's instance/ exists already (0755 under the usual umask): the files guard themselves."""
+    for name in list(os.environ):
+        if name.startswith("SOUTHROCK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SOUTHROCK_INSTANCE_PATH", str(tmp_path))
+    previous = os.umask(0o022)
+    try:
+        app = create_app()
+        schema.upgrade(app)
+        with get_database(app).engine.connect() as connection:  # open, so -wal and -shm exist
+            connection.exec_driver_sql("PRAGMA user_version = 1")
+            connection.commit()
+            get_limiter(app).storage.incr("site", 60)
+            files = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.glob("*.sqlite*")}
+        dispose(app)
+    finally:
+        os.umask(previous)
+    assert {"southrock.sqlite", "southrock.sqlite-wal", "southrock.sqlite-shm", "ratelimit.sqlite"} <= set(files)
+    assert set(files.values()) == {0o600}
 
 
 def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
