@@ -6,6 +6,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from southrock_api import schema
 from southrock_api.db import get_session
 from southrock_api.ratelimit import get_limiter
 
@@ -20,19 +21,25 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Return 200 when the database and the rate-limit store both answer, else 503."""
-    checks = {"database": _database_ok(), "ratelimit_store": _limiter_ok()}
+    """Return 200 when the database answers with a schema this release serves and the rate-limit store answers, else 503."""
+    database, migrated = _database_ok()
+    checks = {"database": database, "schema": migrated, "ratelimit_store": _limiter_ok()}
     response = jsonify({"status": "ok" if all(checks.values()) else "unavailable", "checks": checks})
     response.status_code = 200 if all(checks.values()) else 503
     return response
 
 
-def _database_ok() -> bool:
+def _database_ok() -> tuple[bool, bool]:
+    """Whether the database answers, and whether its schema is one this release serves."""
     try:
-        get_session().execute(text("SELECT 1"))
-        return True
+        connection = get_session().connection()
+        connection.execute(text("SELECT 1"))
     except SQLAlchemyError:
-        return False
+        return False, False
+    try:
+        return True, schema.serves(connection)
+    except SQLAlchemyError:
+        return True, False
 
 
 def _limiter_ok() -> bool:

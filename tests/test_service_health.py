@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from southrock_api import create_app
+from southrock_api import create_app, schema
+from southrock_api.db import get_database
 from southrock_api.tokens import IssuedToken
 from tests import databases
 from tests.servers import dispose, free_port, gunicorn, seeded_token
@@ -50,7 +52,7 @@ def test_probes_answer_without_credentials(server: tuple[str, IssuedToken]) -> N
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     ready = requests.get(base_url + "/readyz", timeout=10)
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": True, "ratelimit_store": True}}
+    assert ready.json() == {"status": "ok", "checks": {"database": True, "schema": True, "ratelimit_store": True}}
     assert ready.headers["Content-Type"] == "application/json"
 
 
@@ -94,3 +96,26 @@ def test_readyz_is_503_while_a_dependency_is_unreachable(
         assert client.get("/healthz").status_code == 200
     finally:
         dispose(app)
+
+
+def test_readyz_is_503_until_the_database_is_migrated_to_this_release(backend: str, tmp_path: Path) -> None:
+    """A mistyped SQLite path (a new empty file) or a skipped `southrock db upgrade` is not ready."""
+    with databases.fresh_database(backend, tmp_path) as url:
+        app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://", "TESTING": True})
+        try:
+            client = app.test_client()
+
+            def readiness() -> dict[str, bool]:
+                return client.get("/readyz").get_json()["checks"]
+
+            assert readiness() == {"database": True, "schema": False, "ratelimit_store": True}
+            schema.upgrade(app, "0005")
+            assert readiness()["schema"] is False  # behind this release's migrations
+            schema.upgrade(app)
+            assert client.get("/readyz").status_code == 200
+            assert readiness() == {"database": True, "schema": True, "ratelimit_store": True}
+            with get_database(app).engine.begin() as connection:  # a later release has migrated
+                connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_later'")
+            assert client.get("/readyz").status_code == 200
+        finally:
+            dispose(app)
