@@ -320,14 +320,15 @@ def _seconds(value: str | None) -> float:
 def _api_url(base_url: str) -> str:
     # Accept the site root or the versioned API URL (spec §8a).
     parts = urlsplit(base_url)
-    # Shown in errors without any user:password@ someone put in it.
+    # Without any user:password@ someone put in it: the client's own key authenticates every request,
+    # and the URL appears in errors.
     shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {shown!r}")
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         # spec §8c: HTTPS only; over plain HTTP the Basic credentials would cross the network readable.
         raise ValueError(f"the API must be reached over https:// (spec §8c), not {shown!r}")
-    url = base_url.rstrip("/")
+    url = shown.rstrip("/")
     if url.endswith("/api/v1"):
         return url
     if url.endswith("/api"):

@@ -267,6 +267,15 @@ def test_credentials_put_in_the_url_are_not_repeated_in_the_error() -> None:
     assert "srsk_secret" not in str(raised.value) and "yoursite.southrock.com" in str(raised.value)
 
 
+def test_credentials_put_in_the_url_are_dropped_so_no_error_can_repeat_them() -> None:
+    client = SouthrockClient("http://srpk_x:srsk_secret@127.0.0.1:1", "public", "private", max_attempts=1)
+    assert client.api_url == "http://127.0.0.1:1/api/v1"
+    with pytest.raises(SouthrockApiError) as raised:
+        client.whoami()
+    assert "no answer from http://127.0.0.1:1/api/v1" in str(raised.value)
+    assert "srsk_secret" not in str(raised.value)
+
+
 def test_next_links_are_followed_on_the_clients_own_origin(site: Site) -> None:
     statuses: list[int] = []
     seen: list[str] = []
