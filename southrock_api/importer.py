@@ -73,6 +73,8 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?", re.ASCII)
 _PROGRESS = re.compile(r"\d{1,3}", re.ASCII)
 _STATUSES = frozenset(ENROLMENT_STATUSES)
+# What the csv module says when a quoted field runs to the end of the file or past its size limit.
+_RAN_ON = frozenset({"unexpected end of data", f"field larger than field limit ({csv.field_size_limit()})"})
 
 
 class ImportFailed(Exception):
@@ -295,7 +297,11 @@ class _Import:
                         yield line, row
                     break
                 except csv.Error as error:
-                    self.problem(spec, reader.line_num, f"malformed CSV: {error}")
+                    # Reported where the record began: an unclosed quote makes the csv module read on
+                    # to the end of the file (or the field limit) before it gives up.
+                    began = previous + 1
+                    hint = " (a quote opened on this line is never closed?)" if str(error) in _RAN_ON else ""
+                    self.problem(spec, began, f"malformed CSV: {error}{hint}")
                     previous = reader.line_num
             self.progress.update(binary.tell() - position)
 

@@ -384,6 +384,19 @@ def test_malformed_csv_is_reported_with_its_line(runner: FlaskCliRunner, session
     assert counts(session)["courses"] == 0
 
 
+@pytest.mark.parametrize("rows", [3, 40_000], ids=["to the end of the file", "past the field limit"])
+def test_an_unclosed_quote_is_reported_on_the_line_that_opens_it(
+    runner: FlaskCliRunner, session: Session, tmp_path: Path, rows: int
+) -> None:
+    body = "".join(f"CRS{number},Course {number}\n" for number in range(rows))
+    files = {**BASE, "courses.csv": f'CRS_CODE,CRS_DESC\nOPEN,"Never closed\n{body}'}
+    result = runner.invoke(args=["import", str(write_files(tmp_path, files))])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("courses.csv:2: malformed CSV: ")
+    assert "a quote opened on this line is never closed?" in result.stderr
+    assert counts(session)["courses"] == 0
+
+
 def test_a_cycle_through_rows_already_stored_is_rejected(runner: FlaskCliRunner, session: Session, tmp_path: Path) -> None:
     assert runner.invoke(args=["import", str(write_files(tmp_path / "a", BASE))]).exit_code == 0
     # UNI's parent is EDU in the database; making EDU a child of UNI closes a loop.
