@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Executable, Insert, Table, bindparam, func, i
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from southrock_api.characters import INVISIBLE
 from southrock_api.db import bump_data_version
 from southrock_api.models import (
     CODE_LENGTH,
@@ -64,7 +65,7 @@ _BAD_TEXT = re.compile(f"[{_BAD_CHARACTERS}]")
 # another and is not. A row with none of these characters needs no closer look (one scan);
 # _bad_codes says which codes of the others are wrong. A file of codes only (enrolments.csv)
 # is scanned once for these and for _BAD_TEXT together.
-_INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+_INVISIBLE = INVISIBLE
 _SPACE_OR_INVISIBLE = re.compile(f"[\\s{_INVISIBLE}]")
 _INVISIBLE_CHARACTER = re.compile(f"[{_INVISIBLE}]")
 _BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(f"[{_BAD_CHARACTERS}\\s{_INVISIBLE}]")

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlencode
 
+from southrock_api.characters import INVISIBLE
 from southrock_api.enrolments import SortKey
 from southrock_api.errors import BAD_PARAMETER, ApiError
 from southrock_api.models import CODE_LENGTH
@@ -77,14 +78,25 @@ def _by_folded_name(known: frozenset[str]) -> dict[str, str]:
     return {name.casefold(): name for name in known}
 
 
+# What a client's library or a copy and paste can add to a parameter's name: array brackets
+# (`ORGCODES[]`, `ORGCODES[0]`, as qs and axios write lists), spaces and invisible characters.
+_DECORATION = re.compile(f"\\[[^\\]]*\\]$|[\\s{INVISIBLE}]")
+
+
+def _meant(name: str, known: frozenset[str]) -> str | None:
+    """The known parameter an unknown name was meant to be, if it is one in disguise."""
+    return _by_folded_name(known).get(_DECORATION.sub("", name).casefold())
+
+
 def to_arguments(
     pairs: list[tuple[str, str]], repeatable: frozenset[str], known: frozenset[str]
 ) -> dict[str, object]:
     """Group the known parameters for the schema: lists for repeatable names, one value otherwise.
 
     Unknown names are left out, repeated or not (spec §5.1c: they are ignored). A known name in
-    other letter case (`orgcodes`, `Limit`) is refused instead: ignoring a filter the client
-    meant to send would hand it a wider result than it asked for.
+    other letter case (`orgcodes`, `Limit`), with array brackets (`ORGCODES[]`) or with spaces or
+    invisible characters is refused instead: ignoring a filter the client meant to send would
+    hand it a wider result than it asked for.
     """
     arguments: dict[str, object] = {}
     for name, value in pairs:
@@ -92,9 +104,10 @@ def to_arguments(
             arguments.setdefault(name, [])
             arguments[name].append(value)  # type: ignore[attr-defined]
         elif name not in known:
-            meant = _by_folded_name(known).get(name.casefold())
+            meant = _meant(name, known)
             if meant is not None:
-                raise _bad(name, f"{meant} (parameter names are case-sensitive)")
+                repeat = f", repeated for each value ({meant}=A&{meant}=B)" if meant in repeatable else ""
+                raise _bad(name, f"{meant}{repeat} (parameter names are exact: case-sensitive, no brackets)")
             continue
         elif name in arguments:
             raise _bad(name, "a single value")

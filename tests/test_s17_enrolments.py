@@ -209,17 +209,36 @@ def test_parameter_order_does_not_matter_and_unknown_parameters_are_ignored(
     assert one == two and len(one) == 3
 
 
-@pytest.mark.parametrize(("query", "name", "meant"), [("orgcodes=UNIV", "orgcodes", "ORGCODES"), ("Sdate=2017-01-02", "Sdate", "SDATE"), ("LIMIT=3", "LIMIT", "limit")])
-def test_a_known_parameter_in_other_letter_case_is_refused_not_ignored(
-    client: FlaskClient, world: worlds.World, query: str, name: str, meant: str
+@pytest.mark.parametrize(
+    ("query", "name", "expected"),
+    [
+        ("orgcodes=UNIV", "orgcodes", "ORGCODES, repeated for each value (ORGCODES=A&ORGCODES=B)"),
+        ("ORGCODES%5B%5D=UNIV", "ORGCODES[]", "ORGCODES, repeated for each value (ORGCODES=A&ORGCODES=B)"),
+        ("ORGCODES%5B0%5D=UNIV", "ORGCODES[0]", "ORGCODES, repeated for each value (ORGCODES=A&ORGCODES=B)"),
+        ("%EF%BB%BFORGCODES=UNIV", "\ufeffORGCODES", "ORGCODES, repeated for each value (ORGCODES=A&ORGCODES=B)"),
+        ("Sdate=2017-01-02", "Sdate", "SDATE"),
+        ("SDATE%20=2017-01-02", "SDATE ", "SDATE"),
+        ("LIMIT=3", "LIMIT", "limit"),
+        ("limit%E2%80%8B=3", "limit\u200b", "limit"),
+    ],
+)
+def test_a_known_parameter_in_disguise_is_refused_not_ignored(
+    client: FlaskClient, world: worlds.World, query: str, name: str, expected: str
 ) -> None:
-    # Ignored, `orgcodes=UNIV` would silently return every unit the token sees.
+    # Ignored, `orgcodes=UNIV` or `ORGCODES[]=UNIV` (as qs and axios write lists) would silently
+    # return every unit the token sees.
     response = get(client, world, "EDU", query)
     assert response.status_code == 400
     assert response.get_json()["error"] == {
-        "message": f"Invalid parameter found: {name}, expected {meant} (parameter names are case-sensitive)",
+        "message": f"Invalid parameter found: {name}, expected {expected} (parameter names are exact: case-sensitive, no brackets)",
         "code": "E3010",
     }
+
+
+@pytest.mark.parametrize("query", ["future=1", "future%5B%5D=1", "ORGCODE=UNIV", "ORGCODESX=UNIV"])
+def test_other_unknown_parameters_are_still_ignored(client: FlaskClient, world: worlds.World, query: str) -> None:
+    # spec §5.1c: parameters added later must not break an older server's clients.
+    assert get(client, world, "EDU", query).status_code == 200
 
 
 def test_default_page_size_is_200(client: FlaskClient, session: Session) -> None:
