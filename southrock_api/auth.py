@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from southrock_api.db import Versions
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
 from southrock_api.models import ApiToken, BusinessUnit, WorkUnit
-from southrock_api.tokens import hash_private_key
+from southrock_api.tokens import as_utc, hash_private_key
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +156,17 @@ def authenticate(
     matches = hmac.compare_digest(hash_private_key(private_key), expected)
     if credential is None or not matches or credential.revoked:
         raise _unauthorized()
-    if credential.expires_at is not None and _utc(credential.expires_at) <= now:
+    if credential.expires_at is not None and as_utc(credential.expires_at) <= now:
         raise _unauthorized("Authentication failed: the API token has expired")
     if credential.principal is None:
         raise ApiError(BAD_TOKEN_TYPE, "Bad API token type: the token has no business or work unit")
     return credential.principal
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def needs_last_used(principal: Principal, now: dt.datetime) -> bool:
     """Whether the token's last-used time is stale enough to be written again."""
     last = principal.last_used_at
-    return last is None or now - _utc(last) >= LAST_USED_RESOLUTION
+    return last is None or now - as_utc(last) >= LAST_USED_RESOLUTION
 
 
 def record_last_used(session: Session, token_id: int, now: dt.datetime) -> None:

@@ -1,4 +1,4 @@
-"""The `southrock` command: thin click wrappers over schema, importer, demo data and tokens."""
+"""The `southrock` command: thin click wrappers over schema, importer, demo data, tokens, export and the RTOPilot push."""
 
 from __future__ import annotations
 

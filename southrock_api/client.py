@@ -20,7 +20,10 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_BASE = 0.5
 # spec §15: windows are a minute long, so a full window is the longest wait that can be needed.
 DEFAULT_MAX_SLEEP = 60.0
+# Transient answers, worth retrying after a pause: throttling, a server error (RTOPilot documents its
+# 500s as safe to retry), and the gateway errors of a proxy in front.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Hosts plain http:// may reach: the credentials never cross a network there.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 

@@ -16,7 +16,14 @@ from typing import IO, Callable, Iterable, Iterator
 
 import click
 
-from southrock_api.client import SPEC_FIELDS, DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.client import (
+    MAX_PAGE_SIZE,
+    SPEC_FIELDS,
+    DataChanged,
+    EnrolmentRecord,
+    SouthrockApiError,
+    SouthrockClient,
+)
 
 PUBLIC_KEY_ENV = "SOUTHROCK_EXPORT_PUBLIC_KEY"
 PRIVATE_KEY_ENV = "SOUTHROCK_EXPORT_PRIVATE_KEY"
@@ -128,7 +135,7 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
 @click.option("--edate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or before (YYYY-MM-DD).")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, writable=True, path_type=Path), help="File to write (replaced only when complete).")
-@click.option("--page-size", default=500, show_default=True, type=click.IntRange(1, 500))
+@click.option("--page-size", default=MAX_PAGE_SIZE, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))
 @click.option("--guard-formulas/--no-guard-formulas", default=True, show_default=True, help="CSV: prefix text cells starting with = + - @, a tab or a CR with ' so spreadsheets show them as text.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 def export_command(

@@ -33,6 +33,7 @@ from southrock_api.models import (
     COMPLETED,
     ENROLMENT_STATUSES,
     NAME_LENGTH,
+    REPORT_INDEX_COLUMNS,
     BusinessUnit,
     Course,
     Enrolment,
@@ -51,7 +52,7 @@ ENROLMENT_COLUMNS = (
     "score_hundredths", "progress", "work_unit_id", "crs_code", "lr_id",
 )
 # The report's order (spec §17), which leads the enrolments' widest index.
-REPORT_ORDER = ("work_unit_id", "crs_code", "lr_id", "sch_id")
+REPORT_ORDER = REPORT_INDEX_COLUMNS[:4]
 # SQLite page cache for the import's connection (negative = KiB): big enough that
 # the enrolment indexes of a million-row load stay in memory between batches.
 SQLITE_IMPORT_CACHE_KIB = 512 * 1024

@@ -26,6 +26,7 @@ class JsonFormatter(logging.Formatter):
     """Format records as one JSON object a line."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line of JSON, with its extra fields and any traceback."""
         payload = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname,
@@ -47,6 +48,7 @@ class NameTheError(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Append the handled exception's type to the message; keep every record."""
         error = sys.exc_info()[1]
         if error is not None and record.exc_info is None and record.levelno >= logging.WARNING:
             record.msg, record.args = f"{record.getMessage()} ({type(error).__name__})", None

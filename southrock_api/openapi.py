@@ -22,6 +22,7 @@ from southrock_api.errors import (
     VERSION_NOT_SUPPORTED,
     ErrorCode,
 )
+from southrock_api.paging import MAX_CURSOR_LENGTH
 from southrock_api.schemas import (
     DEFAULT_LIMIT,
     EXPECTATIONS,
@@ -364,7 +365,7 @@ def _query_parameters(spec: APISpec) -> list[dict[str, Any]]:
             "description": "Opaque, and only in the `next` links the API writes: follow those as given. "
             "It lets the next page seek instead of counting rows; a value that is stale (an import "
             "ran since) or not the API's own is ignored and the page is read by `start`.",
-            "schema": {"type": "string", "maxLength": 1024, "pattern": QUERY_TEXT_PATTERN},
+            "schema": {"type": "string", "maxLength": MAX_CURSOR_LENGTH, "pattern": QUERY_TEXT_PATTERN},
         }
     )
     return parameters

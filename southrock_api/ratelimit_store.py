@@ -99,6 +99,7 @@ class SQLStorage(Storage):
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
+        """The errors that mean the store failed (flask-limiter then counts in memory)."""
         return (SQLAlchemyError, self._driver_error)
 
     def _run(self, statement: Prepared, parameters: dict[str, Any]) -> list[Any]:

@@ -23,16 +23,13 @@ from flask.cli import with_appcontext
 from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from southrock_api.client import full_jitter
+from southrock_api.client import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
 from southrock_api.db import get_database
 from southrock_api.models import COMPLETED, Enrolment, RtopilotPush
 
 # RTOPilot public API: "64-character hex strings prefixed with rtop_".
 API_KEY_PATTERN = re.compile(r"rtop_[0-9a-fA-F]{64}")
 ENDPOINT_PATH = "/api/enrolments/lms-progress"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-# Statuses RTOPilot documents as safe to retry (500), plus the gateway and throttling ones in front of it.
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # How often the main thread looks up from waiting, so a signal is acted on promptly.
 POLL_SECONDS = 0.2
 # Exit status of a run that finished but left enrolments refused or pending (1 is a fatal stop).

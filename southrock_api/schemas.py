@@ -161,7 +161,6 @@ class RowRenderer:
 
 
 enrolment_query_schema = EnrolmentQuerySchema()
-enrolments_schema = EnrolmentSchema(many=True)
 enrolment_renderer = RowRenderer(EnrolmentSchema())
 business_unit_schema = BusinessUnitSchema()
 work_unit_schema = WorkUnitSchema()

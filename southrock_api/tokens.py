@@ -177,7 +177,7 @@ def rotate_token(session: Session, public_key: str) -> IssuedToken:
     token.private_key_hash = hash_private_key(private_key)
     _audit(session, "rotate", token.public_key)
     unit_type, unit_code = unit_of(token)
-    expires_at = _aware(token.expires_at) if token.expires_at else None
+    expires_at = as_utc(token.expires_at) if token.expires_at else None
     return IssuedToken(token.public_key, private_key, unit_type, unit_code, token.description, expires_at)
 
 
@@ -189,18 +189,17 @@ def unit_of(token: ApiToken) -> tuple[str, str]:
     return "work_unit", token.work_unit.code
 
 
-def token_state(token: ApiToken, now: dt.datetime | None = None) -> str:
+def token_state(token: ApiToken) -> str:
     """Return active, revoked or expired."""
-    now = now or _now()
     if token.revoked_at is not None:
         return "revoked"
-    if token.expires_at is not None and _aware(token.expires_at) <= now:
+    if token.expires_at is not None and as_utc(token.expires_at) <= _now():
         return "expired"
     return "active"
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """Return a stored time as an aware UTC datetime (SQLite hands back naive ones; all are UTC)."""
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
@@ -239,4 +238,4 @@ def audit_log(session: Session) -> list[dict[str, str | None]]:
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return _aware(value).isoformat(timespec="seconds") if value else None
+    return as_utc(value).isoformat(timespec="seconds") if value else None

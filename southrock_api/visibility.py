@@ -37,7 +37,6 @@ class Hierarchy:
         self._work_units_of_business_unit = work_units_of_business_unit
         self._visible: dict[tuple[str, int], list[WorkUnitInfo]] = {}
         self._visible_by_code: dict[tuple[str, int], dict[str, WorkUnitInfo]] = {}
-        self._by_code = {info.code: info for info in work_units.values()}
 
     @classmethod
     def load(cls, session: Session) -> Hierarchy:
@@ -92,10 +91,6 @@ class Hierarchy:
         # Looked up by code: ORGCODES is short, the visible units may number thousands.
         found = {code: by_code[code] for code in orgcodes if code in by_code}
         return [found[code] for code in sorted(found)]
-
-    def by_code(self, code: str) -> WorkUnitInfo | None:
-        """Return the work unit with this code, if any."""
-        return self._by_code.get(code)
 
 
 def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:

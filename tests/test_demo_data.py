@@ -1,4 +1,4 @@
-"""`southrock demo-data` (issue 2 CLI): a realistic, deterministic data set that imports cleanly."""
+"""`southrock demo-data`: a realistic, deterministic data set that imports cleanly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`southrock import DIR` (issue 2 CLI, issue 6 data safety): validation, upserts, one transaction."""
+"""`southrock import DIR`: validation, upserts, one transaction, and the data kept safe throughout."""
 
 from __future__ import annotations
 
@@ -431,7 +431,7 @@ def test_progress_bar_goes_to_stderr(runner: FlaskCliRunner, tmp_path: Path) -> 
     assert "Importing" not in result.stdout
 
 
-# -- data safety (issue 6): real processes on a committed database ------------------------------------
+# -- data safety: real processes on a committed database ------------------------------------
 
 
 def _southrock(database_url: str, *args: str) -> subprocess.Popen[bytes]:

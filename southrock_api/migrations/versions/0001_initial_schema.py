@@ -18,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     op.create_table('business_units',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=64), nullable=False),
@@ -132,6 +133,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     with op.batch_alter_table('enrolments', schema=None) as batch_op:
         batch_op.drop_index('ix_enrolments_report', sqlite_where=sa.text("status = 'COMPLETED'"), postgresql_where=sa.text("status = 'COMPLETED'"))
         batch_op.drop_index(batch_op.f('ix_enrolments_learner_id'))

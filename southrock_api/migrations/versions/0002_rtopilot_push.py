@@ -18,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     op.create_table('rtopilot_pushes',
     sa.Column('enrolment_id', sa.Integer(), nullable=False),
     sa.Column('pushed_progress', sa.Integer(), nullable=True),
@@ -31,4 +32,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     op.drop_table('rtopilot_pushes')

@@ -41,8 +41,10 @@ def _replace(with_covered_columns: bool) -> None:
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     _replace(with_covered_columns=True)
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     _replace(with_covered_columns=False)

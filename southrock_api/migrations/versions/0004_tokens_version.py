@@ -23,6 +23,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     with op.batch_alter_table('data_state', schema=None) as batch_op:
         batch_op.add_column(
             sa.Column('tokens_version', sa.String(length=32), server_default='initial', nullable=False)
@@ -36,5 +37,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     with op.batch_alter_table('data_state', schema=None) as batch_op:
         batch_op.drop_column('tokens_version')

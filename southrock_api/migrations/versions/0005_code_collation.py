@@ -48,8 +48,10 @@ def _collate(collation: str | None) -> None:
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     _collate('C')
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     _collate('default')

@@ -25,10 +25,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Apply this revision."""
     with op.batch_alter_table('rtopilot_pushes', schema=None) as batch_op:
         batch_op.add_column(sa.Column('target', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    """Undo this revision."""
     with op.batch_alter_table('rtopilot_pushes', schema=None) as batch_op:
         batch_op.drop_column('target')
