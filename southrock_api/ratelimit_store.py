@@ -205,7 +205,6 @@ class SQLStorage(Storage):
             connection.execute(delete(counters).where(counters.c.key == key))
 
 
-
 # limits' incr_expire.lua, returning the window's remaining milliseconds with its count.
 _INCR_EXPIRE_TTL = b"""
 local amount = tonumber(ARGV[2])
