@@ -237,8 +237,14 @@ class SouthrockClient:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         params: dict[str, Any] = {"limit": page_size}
-        if orgcodes:
+        if orgcodes is not None:
+            # A lone string would be read as one-character codes, and an empty list (say, a filter
+            # computed to nothing) as no filter at all: every unit the token sees.
+            if isinstance(orgcodes, str):
+                raise TypeError("orgcodes must be a list of work unit codes, not one string")
             params["ORGCODES"] = list(orgcodes)
+            if not params["ORGCODES"]:
+                raise ValueError("orgcodes is empty: pass None for every work unit the token sees")
         if sdate is not None:
             params["SDATE"] = sdate.isoformat()
         if edate is not None:

@@ -22,7 +22,6 @@ from southrock_api.errors import (
     VERSION_NOT_SUPPORTED,
     ErrorCode,
 )
-from southrock_api.paging import MAX_CURSOR_LENGTH
 from southrock_api.schemas import (
     DEFAULT_LIMIT,
     EXPECTATIONS,
@@ -39,15 +38,19 @@ OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "basicAuth"
 WHOAMI_PATH = "/api/v1"
 ENROLMENTS_PATH = "/api/v1/enrolments"
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-# spec §10 and paging._decode: printable characters that UTF-8 encodes in at most three bytes.
-QUERY_TEXT_PATTERN = "^[ -~\u0080-\ud7ff\ue000-\uffff]*$"
+# Year 0000 is no date a parameter takes (Python's dates, and the spec's, start at year 1).
+DATE_PATTERN = r"^(?!0000)\d{4}-\d{2}-\d{2}$"
+# spec §10 and paging._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
+# at most three bytes.
+QUERY_TEXT_PATTERN = "^[ -~\u00a0-\ud7ff\ue000-\uffff]*$"
 
 # spec §17.1.2, with the limits the schema enforces (schemas.EXPECTATIONS).
 PARAMETER_DESCRIPTIONS = {
     "ORGCODES": "Select enrolments for learners belonging to this Work Unit code; repeat the "
-    "parameter to select several Work Units. Codes the token cannot see are ignored. "
-    "Default: all visible Work Units.",
+    "parameter to select several Work Units (`ORGCODES=A,B` is one code, `A,B`). Codes the "
+    "token cannot see are ignored. Default: all visible Work Units. The whole request line may "
+    "be at most 8190 bytes (the server answers a longer one 414): for hundreds of Work Units, "
+    "use a token of the Business Unit that holds them.",
     "SDATE": "Select enrolments whose actual end date is on or after this date (YYYY-MM-DD). "
     "Default: no lower bound.",
     "EDATE": "Select enrolments whose actual end date is on or before this date (YYYY-MM-DD), "
@@ -108,16 +111,19 @@ OPERATION_ERRORS = (
 ERROR_CIRCUMSTANCES = {
     AUTHENTICATION_FAILED.code: "No Authorization header, credentials that are not Base64 "
     "`public:private`, or an unknown, revoked, expired or wrong key.",
-    BAD_TOKEN_TYPE.code: "An Authorization scheme other than Basic.",
+    BAD_TOKEN_TYPE.code: "An Authorization scheme other than Basic, or a token whose business "
+    "or work unit no longer exists.",
     RATE_LIMITED.code: "The site's requests this window are spent, or this client address "
     "failed authentication too often. Wait the Retry-After seconds.",
     VERSION_NOT_SUPPORTED.code: "A path under /api whose version is not v1.",
-    ENDPOINT_NOT_SUPPORTED.code: "An unknown path under /api/v1, or plain HTTP where the site "
-    "requires HTTPS (spec §8c).",
+    ENDPOINT_NOT_SUPPORTED.code: "An unknown path under /api/v1, plain HTTP where the site "
+    "requires HTTPS (spec §8c), or a host name the site does not answer to.",
     METHOD_NOT_SUPPORTED.code: "Any method other than GET (or HEAD) on an API path: 404, "
     "not 405 (spec §18).",
     BAD_PARAMETER.code: "A query parameter that is malformed, out of range, repeated (other than "
-    "ORGCODES), not UTF-8, or holds control characters or characters beyond three UTF-8 bytes.",
+    "ORGCODES), not UTF-8, or holds control characters or characters beyond three UTF-8 bytes; "
+    "or a known parameter's name in disguise (other letter case, `ORGCODES[]`, spaces), which "
+    "would otherwise be ignored like any unknown parameter.",
     INTERNAL_ERROR.code: "An unexpected failure; the message never carries details.",
 }
 OTHER_METHODS_NOTE = (
@@ -178,7 +184,8 @@ def _headers(policy: str) -> dict[str, dict[str, Any]]:
         ),
         "RateLimit-Policy": _header(
             {"type": "string"},
-            'The policy as draft-ietf-httpapi-ratelimit-headers writes it: `"site";q=60;w=60`.',
+            'The policy as draft-ietf-httpapi-ratelimit-headers writes it, e.g. `"site";q=60;w=60` '
+            "for 60 requests a minute.",
         ),
         "RateLimit": _header(
             {"type": "string"},
@@ -365,7 +372,7 @@ def _query_parameters(spec: APISpec) -> list[dict[str, Any]]:
             "description": "Opaque, and only in the `next` links the API writes: follow those as given. "
             "It lets the next page seek instead of counting rows; a value that is stale (an import "
             "ran since) or not the API's own is ignored and the page is read by `start`.",
-            "schema": {"type": "string", "maxLength": MAX_CURSOR_LENGTH, "pattern": QUERY_TEXT_PATTERN},
+            "schema": {"type": "string", "pattern": QUERY_TEXT_PATTERN},
         }
     )
     return parameters
@@ -382,7 +389,9 @@ def _description(policy: str) -> str:
         "and its private key as the password: `Authorization: Basic base64(public:private)`.\n\n"
         "**Paging** (spec §12): `start` (1-based row) and `limit` (default "
         f"{DEFAULT_LIMIT}, at most {MAX_LIMIT}); follow the `Link` header's `next` URL until "
-        "there is none; `X-Total-Count` is the size of the whole result.\n\n"
+        "there is none; `X-Total-Count` is the size of the whole result. If `X-Data-Version` "
+        "changes on the way, an import has moved rows between pages: start again from the "
+        "first page.\n\n"
         f"**Rate limit** (spec §15): {policy} for the whole site, shared by every token. Every "
         "API response carries X-Rate-Limit-Limit, X-Rate-Limit-Remaining and X-Rate-Limit-Reset "
         "(and the IETF RateLimit and RateLimit-Policy fields); 429 E1030 carries Retry-After. "

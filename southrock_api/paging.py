@@ -25,8 +25,8 @@ MAX_CURSOR_LENGTH = 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # spec §10: only characters UTF-8 encodes in three bytes or fewer.
 MAX_CODE_POINT = 0xFFFF
-# Control characters, DEL, and every code point above MAX_CODE_POINT: the first one found is reported.
-_REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f\U00010000-\U0010FFFF]")
+# Control characters (C0, DEL, C1), and every code point above MAX_CODE_POINT: the first one found is reported.
+_REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\U00010000-\U0010FFFF]")
 # A key part any database binds: at most CODE_LENGTH characters, no control character, no surrogate.
 # A cursor holding anything else is ignored, and its page is read by `start`.
 _CODE = re.compile(f"[^\x00-\x1f\x7f\ud800-\udfff\U00010000-\U0010FFFF]{{0,{CODE_LENGTH}}}")

@@ -163,6 +163,14 @@ def test_filters_are_sent_as_the_spec_names_them(site: Site) -> None:
     assert sorted(record.sch_aedate for record in january) == [dt.date(2017, 1, day) for day in range(5, 10)]  # type: ignore[type-var]
 
 
+@pytest.mark.parametrize(("orgcodes", "error"), [("UNIV-STAFF", TypeError), ([], ValueError), ((), ValueError)])
+def test_orgcodes_that_would_mean_something_else_are_refused(orgcodes: object, error: type[Exception]) -> None:
+    # A string would be one-character codes (no rows); an empty list no filter (every row).
+    client = SouthrockClient("http://127.0.0.1:1", "public", "private")
+    with pytest.raises(error):
+        client.iter_enrolments(orgcodes=orgcodes)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("credentials", "arguments", "status", "code"),
     [

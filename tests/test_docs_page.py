@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 
 from southrock_api.db import get_database
 from southrock_api.errors import CATALOGUE
@@ -262,3 +268,57 @@ def test_docs_and_document_are_public_and_not_counted(served: tuple[str, IssuedT
     assert "script-src 'self'" in requests.get(base_url + "/docs", timeout=10).headers[
         "Content-Security-Policy"
     ]
+
+
+class _ChangingSite(BaseHTTPRequestHandler):
+    """Two pages of enrolments whose data version changes between the first walk's two pages."""
+
+    served = 0
+    PAGES = {  # (data version, start) → rows
+        ("v1", "1"): ["A", "B"],
+        ("v2", "1"): ["A", "X"],
+        ("v2", "3"): ["B", "C"],
+    }
+
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        start = query.get("start", "1")
+        version = "v1" if type(self).served == 0 else "v2"  # an import lands after the first page
+        type(self).served += 1
+        rows = [{"LR_ID": name, "CRS_CODE": "C", "SCH_AEDATE": "2024-01-01", "SCH_SCORE": "90.00"} for name in self.PAGES[(version, start)]]
+        body = json.dumps(rows).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Data-Version", version)
+        if start == "1":
+            self.send_header("Link", f'<http://{self.headers["Host"]}/api/v1/enrolments?start=3&limit=2>; rel="next"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize(("language", "runner"), [("python", (sys.executable, "-c")), ("node", ("node", "--input-type=module", "-e"))])
+def test_the_examples_start_again_when_the_data_changes_between_pages(
+    client: FlaskClient, language: str, runner: tuple[str, ...]
+) -> None:
+    if shutil.which(runner[0]) is None:
+        pytest.skip(f"{runner[0]} is not installed")
+    _ChangingSite.served = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChangingSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = client.get("/docs", base_url=f"http://127.0.0.1:{server.server_address[1]}").get_data(as_text=True)
+        found = re.search(f'<code id="code-listEnrolments-{language}">(.*?)</code>', page, re.S)
+        assert found is not None
+        env = {**os.environ, "SOUTHROCK_PUBLIC_KEY": "srpk_x", "SOUTHROCK_PRIVATE_KEY": "srsk_x"}
+        result = subprocess.run([*runner, html.unescape(found.group(1))], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    # Not A, A, B, C (the first walk's page 1, then the changed data's page 2): the walk started again.
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["A", "X", "B", "C"]

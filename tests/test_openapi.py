@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -124,7 +125,8 @@ def test_query_parameters_are_the_query_schema_fields(document: dict[str, Any]) 
     assert (parameters["ORGCODES"]["style"], parameters["ORGCODES"]["explode"]) == ("form", True)
     for name in ("SDATE", "EDATE"):
         assert parameters[name]["schema"]["format"] == "date"
-        assert parameters[name]["schema"]["pattern"] == r"^\d{4}-\d{2}-\d{2}$"
+        pattern = re.compile(parameters[name]["schema"]["pattern"])
+        assert pattern.match("2017-01-01") and not pattern.match("0000-01-01") and not pattern.match("2017-1-1")
     assert parameters["start"]["schema"]["minimum"] == 1
     assert (parameters["limit"]["schema"]["minimum"], parameters["limit"]["schema"]["maximum"]) == (1, 500)
     assert parameters["limit"]["schema"]["default"] == 200

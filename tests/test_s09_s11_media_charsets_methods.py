@@ -51,6 +51,9 @@ def test_three_byte_characters_round_trip_intact(client: FlaskClient, authorizat
         ("ORGCODES=%ED%A0%80", "ORGCODES"),  # an encoded surrogate
         ("ORGCODES=a%00b", "ORGCODES"),
         ("limit=1%0A", "limit"),
+        ("ORGCODES=a%7Fb", "ORGCODES"),  # DEL
+        ("ORGCODES=a%C2%85b", "ORGCODES"),  # NEL, a C1 control character
+        ("ORGCODES=a%C2%9Fb", "ORGCODES"),
     ],
 )
 def test_characters_outside_the_supported_set_are_e3010(
