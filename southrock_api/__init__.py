@@ -27,6 +27,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     for name in config.FLAGS:
         app.config[name] = config.flag(name, app.config[name])
+    config.check(app.config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # An API answers its own URLs or a JSON error; it never redirects `//` to `/`.
     app.url_map.merge_slashes = False

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from southrock_api.db import Versions
 from southrock_api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
 from southrock_api.models import ApiToken, BusinessUnit, WorkUnit
-from southrock_api.tokens import as_utc, hash_private_key
+from southrock_api.tokens import PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX, as_utc, hash_private_key
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ def parse_basic(header: str | None) -> tuple[str, str]:
         raise _unauthorized("Authentication failed: expected public_key:private_key")
     if len(public_key) > MAX_KEY_LENGTH or len(private_key) > MAX_KEY_LENGTH:
         raise _unauthorized()
+    if public_key.startswith(PRIVATE_KEY_PREFIX):
+        # Keys swapped: say so (the answer names only the prefixes, never a key).
+        raise _unauthorized(
+            f"Authentication failed: the user name is the public key ({PUBLIC_KEY_PREFIX}…), "
+            f"the password the private key ({PRIVATE_KEY_PREFIX}…)"
+        )
     if not _PUBLIC_KEY.fullmatch(public_key):
         raise _unauthorized()
     return public_key, private_key

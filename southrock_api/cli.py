@@ -7,18 +7,21 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from southrock_api import export, rtopilot, schema, tokens
-from southrock_api.db import get_database
+from southrock_api.config import ConfigError
+from southrock_api.db import failure_reason
 
 
 def _session() -> Session:
-    return get_database().session_factory()
+    return schema.migrated_session()
 
 
 @click.group("db")
@@ -261,11 +264,26 @@ def _create_app() -> Flask:
 
 
 class SouthrockGroup(FlaskGroup):
-    """Flask's command group without the commands other installed packages plug into every Flask CLI.
+    """Flask's command group, with only this application's commands, options and configuration.
 
-    flask-limiter's `limiter` group is one: `limiter config` prints the store's URI, password
-    and all, and fails on the SQL store. This command offers only its own commands.
+    Other installed packages plug commands into every Flask CLI: flask-limiter's `limiter config`
+    prints the store's URI, password and all. Flask's `--app`, `--debug` and `--env-file` have no
+    use here, and a `.env` file would give these commands another configuration than the server
+    (gunicorn never reads one): both read the environment and the instance's config.py only.
     """
+
+    def __init__(self, **extra: Any) -> None:
+        super().__init__(load_dotenv=False, **extra)
+        self.params = [param for param in self.params if param.name not in _FLASK_OPTIONS]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a mistake in the setup is one line saying what to fix, not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, schema.NotMigrated) as error:
+            raise click.ClickException(str(error)) from None
+        except SQLAlchemyError as error:
+            raise click.ClickException(_database_problem(error)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Name this application's commands."""
@@ -278,6 +296,14 @@ class SouthrockGroup(FlaskGroup):
 
 # The `flask.commands` entry points of the pinned requirements.
 _PLUGGED_IN = frozenset({"limiter"})
+_FLASK_OPTIONS = frozenset({"app", "debug", "env_file"})
+
+
+def _database_problem(error: SQLAlchemyError) -> str:
+    return (
+        f"the database failed: {failure_reason(error)}. Check that SOUTHROCK_DATABASE_URL names a "
+        "reachable database and that `southrock db upgrade` has been run."
+    )
 
 
 @click.group(cls=SouthrockGroup, create_app=_create_app, add_version_option=False, add_default_commands=False)

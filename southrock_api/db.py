@@ -12,6 +12,7 @@ from typing import Any, cast
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, MetaData, create_engine, event, make_url, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
@@ -74,6 +75,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_timeout", 5)
     kwargs.setdefault("connect_args", {"connect_timeout": 5})
     return create_engine(url, **kwargs)
+
+
+def failure_reason(error: SQLAlchemyError) -> str:
+    """The driver's first line about a database failure: what failed, never the statement or its values."""
+    return str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()[0]
 
 
 class Database:

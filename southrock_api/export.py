@@ -126,8 +126,8 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
 
 
 @click.command("export")
-@click.option("--url", required=True, envvar="SOUTHROCK_EXPORT_URL", help="Site URL, e.g. https://yoursite.southrock.com.")
-@click.option("--public-key", required=True, envvar=PUBLIC_KEY_ENV, help=f"Token public key (or {PUBLIC_KEY_ENV}).")
+@click.option("--url", required=True, envvar="SOUTHROCK_EXPORT_URL", show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com.")
+@click.option("--public-key", required=True, envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
 @click.option("--private-key-env", default=PRIVATE_KEY_ENV, show_default=True, metavar="VAR", help="Environment variable holding the private key.")
 @click.option("--private-key", default=None, help="The private key itself (discouraged: visible in ps and history).")
 @click.option("--orgcodes", multiple=True, metavar="CODE", help="Only these work units (repeat the option).")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from southrock_api import schema
-from southrock_api.db import get_session
+from southrock_api.db import failure_reason, get_session
 from southrock_api.ratelimit import get_limiter
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -34,12 +37,17 @@ def _database_ok() -> tuple[bool, bool]:
     try:
         connection = get_session().connection()
         connection.execute(text("SELECT 1"))
-    except SQLAlchemyError:
+    except SQLAlchemyError as error:
+        log.warning("not ready: the database does not answer: %s", failure_reason(error))
         return False, False
     try:
-        return True, schema.serves(connection)
-    except SQLAlchemyError:
+        migrated = schema.serves(connection)
+    except SQLAlchemyError as error:
+        log.warning("not ready: the schema cannot be read: %s", failure_reason(error))
         return True, False
+    if not migrated:
+        log.warning("not ready: %s", schema.NotMigrated())
+    return True, migrated
 
 
 def _limiter_ok() -> bool:

@@ -12,8 +12,10 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from flask_limiter import ApplicationLimit, Limiter
 from limits import RateLimitItem, parse
+from limits.errors import ConfigurationError
 
 from southrock_api import ratelimit_store  # noqa: F401  (registers the sqlite:// and postgresql:// stores)
+from southrock_api.config import ConfigError
 from southrock_api.errors import RATE_LIMITED, ApiError, in_api_namespace
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,14 @@ def init_app(app: Flask) -> None:
         key_prefix=str(app.config["RATELIMIT_KEY_PREFIX"]),
     )
     limiter.request_filter(_not_api)
-    limiter.init_app(app)
+    try:
+        limiter.init_app(app)
+    except ConfigurationError:
+        # Only its scheme: the URI (and limits' message) may hold the store's password.
+        raise ConfigError(
+            f"SOUTHROCK_RATELIMIT_STORAGE_URI: no store for {uri.partition(':')[0]!r} URIs; use redis://, "
+            "rediss://, sqlite:/// or postgresql+psycopg://"
+        ) from None
     app.extensions["southrock_limiter"] = limiter
     app.after_request(_add_headers)
 

@@ -24,8 +24,8 @@ from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from southrock_api.client import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
-from southrock_api.db import get_database
 from southrock_api.models import COMPLETED, Enrolment, RtopilotPush
+from southrock_api.schema import migrated_session
 
 # RTOPilot public API: "64-character hex strings prefixed with rtop_".
 API_KEY_PATTERN = re.compile(r"rtop_[0-9a-fA-F]{64}")
@@ -365,7 +365,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 
 def _dry_run(settings: Settings | None, everything: bool) -> None:
     """List what a sync would send, writing nothing."""
-    with get_database().session_factory() as session:
+    with migrated_session() as session:
         due = due_pushes(session, target_of(settings) if settings else None, everything)
         unchanged = count_enrolments(session) - len(due)
     for item in due:
@@ -404,7 +404,7 @@ def sync_command(dry_run: bool, concurrency: int, progress: bool | None, everyth
         _dry_run(_dry_run_settings(current_app.config), everything)
         return
     settings = settings_from_config(current_app.config)
-    with get_database().session_factory() as session:
+    with migrated_session() as session:
         due = due_pushes(session, target_of(settings), everything)
         unchanged = count_enrolments(session) - len(due)
         # The session's snapshot is not needed while pushing; each commit starts a fresh one.

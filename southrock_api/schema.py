@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping
 
@@ -12,9 +13,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from southrock_api.db import Base, get_database
+from southrock_api.db import Base, failure_reason, get_database
 
+log = logging.getLogger(__name__)
 SCRIPT_LOCATION = os.path.join(os.path.dirname(__file__), "migrations")
 
 
@@ -56,3 +60,34 @@ def serves(connection: Connection) -> bool:
     current = frozenset(MigrationContext.configure(connection).get_current_heads())
     known, heads = _revisions()
     return bool(current) and (current == heads or not current <= known)
+
+
+class NotMigrated(Exception):
+    """The database holds no schema, or an older one than this release's."""
+
+    def __init__(self) -> None:
+        super().__init__("the database is not migrated for this release: run `southrock db upgrade` first")
+
+
+def migrated_session(app: Flask | None = None) -> Session:
+    """Open a session on the app's database, or raise NotMigrated (commands' first step)."""
+    session = get_database(app).session_factory()
+    try:
+        if not serves(session.connection()):
+            raise NotMigrated()
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def warn_if_not_migrated(app: Flask) -> None:
+    """Log, once at start-up, a database this release cannot serve: every API request would fail."""
+    try:
+        with get_database(app).engine.connect() as connection:
+            migrated = serves(connection)
+    except SQLAlchemyError as error:
+        log.warning("the database does not answer at start-up: %s", failure_reason(error))
+        return
+    if not migrated:
+        log.error("%s", NotMigrated())

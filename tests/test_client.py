@@ -365,3 +365,11 @@ def test_an_answer_cut_off_mid_body_is_retried() -> None:
                 client.whoami()
     assert raised.value.status is None
     assert len(sleep.waits) == 2  # retried like a dropped connection, then given up
+
+
+def test_a_password_with_an_at_sign_is_dropped_whole() -> None:
+    with pytest.raises(ValueError) as raised:
+        SouthrockClient("http://srpk_x:p@ss@yoursite.southrock.com", "public", "private")
+    assert "ss@" not in str(raised.value) and "'http://yoursite.southrock.com'" in str(raised.value)
+    client = SouthrockClient("https://srpk_x:p@ss@yoursite.southrock.com", "public", "private")
+    assert client.api_url == "https://yoursite.southrock.com/api/v1"

@@ -560,3 +560,12 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
             assert "ix_enrolments_report" in indexes
         finally:
             dispose(app)
+
+
+def test_rows_after_a_malformed_record_keep_their_own_line_numbers(runner: FlaskCliRunner, session: Session, tmp_path: Path) -> None:
+    files = {**BASE, "courses.csv": 'CRS_CODE,CRS_DESC\nINFCRTL_GRP3,Robotic Control\nBAD,"Robotic" Interface\nSTUDENTS_UNI,Fine\n'}
+    result = runner.invoke(args=["import", str(write_files(tmp_path, files))])
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("courses.csv:")]
+    assert len(problems) == 1 and problems[0].startswith("courses.csv:3: malformed CSV: ")
+    assert counts(session)["courses"] == 0

@@ -134,3 +134,28 @@ def test_sentinel_and_cluster_uris_keep_limits_own_stores() -> None:
     assert not isinstance(
         storage_from_string("redis+sentinel://127.0.0.1:26379/mymaster"), RedisWindowStorage
     )
+
+
+@pytest.mark.redis
+def test_a_redis_window_is_fixed_from_its_first_increment(redis_store: RedisWindowStorage) -> None:
+    assert redis_store.incr("fixed", 2) == 1
+    time.sleep(1.2)
+    assert redis_store.incr("fixed", 2) == 2
+    # A later hit does not push the window's end back: it still ends 2 s after the first one.
+    assert redis_store.get_expiry("fixed") <= time.time() + 0.9
+    time.sleep(1.0)
+    assert redis_store.incr("fixed", 2) == 1
+
+
+def test_an_increment_is_recalled_only_briefly(store: SQLStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import update
+
+    from southrock_api import ratelimit_store
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit_store.time, "monotonic", lambda: clock[0])
+    assert store.incr("site", 60) == 1
+    with store.engine.begin() as connection:
+        connection.execute(update(counters).where(counters.c.key == "site").values(count=7))
+    clock[0] += ratelimit_store.RECENT_SECONDS  # no header read came (a 429 skips it): memory is stale now
+    assert store.get("site") == 7

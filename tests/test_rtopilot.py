@@ -421,3 +421,16 @@ def test_an_error_message_that_echoes_the_key_is_stored_without_it(
     errors = {push.last_error for push in pushes(session).values()}
     assert errors == {"HTTP 400: bad header Bearer rtop_…"}
     assert KEY not in result.output
+
+
+def test_a_long_rtopilot_error_is_cut_to_the_stored_length() -> None:
+    import json
+
+    import requests
+
+    from southrock_api.rtopilot import MAX_ERROR_LENGTH, _error_message
+
+    response = requests.Response()
+    response.status_code, response.reason = 400, "Bad Request"
+    response._content = json.dumps({"message": "x" * 5000}).encode()
+    assert _error_message(response, KEY) == "x" * MAX_ERROR_LENGTH

@@ -114,7 +114,7 @@ def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, 
 @pytest.mark.parametrize(
     ("text", "required"),
     [("true", True), ("True", True), ("yes", True), ("1", True), ("ON", True),
-     ("false", False), ("False", False), ("no", False), ("0", False), ("off", False)],
+     ("false", False), ("False", False), ("no", False), ("0", False), ("off", False), (" yes ", True), ("off\n", False)],
 )
 def test_require_https_from_the_environment_is_read_strictly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, required: bool
@@ -133,3 +133,10 @@ def test_an_unreadable_require_https_stops_the_app_from_starting(monkeypatch: py
     monkeypatch.setenv("SOUTHROCK_REQUIRE_HTTPS", "maybe")
     with pytest.raises(ValueError, match="SOUTHROCK_REQUIRE_HTTPS must be true or false, not 'maybe'"):
         create_app()
+
+
+def test_the_bare_api_path_is_in_the_api_namespace(app: Flask, authorization: str) -> None:
+    response = app.test_client().get("/api", headers={"Authorization": authorization})
+    assert response.status_code == 404 and "X-Rate-Limit-Limit" in response.headers
+    plain = _app_with(app, REQUIRE_HTTPS=True).test_client().get("/api", headers={"Authorization": authorization})
+    assert plain.get_json()["error"] == {"message": "Endpoint not supported: use https://", "code": "E2020"}

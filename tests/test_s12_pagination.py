@@ -261,3 +261,8 @@ def test_a_cursor_is_ignored_under_other_filters(client: FlaskClient, session: S
     for filters in ("SDATE=2020-01-05", "EDATE=2020-01-12&SDATE=2020-01-02", "ORGCODES=BB"):
         with_cursor = get(client, token, f"{filters}&limit=3&start=4&after={after}")
         assert with_cursor.get_json() == get(client, token, f"{filters}&limit=3&start=4").get_json()
+
+
+def test_prev_from_the_page_holding_the_last_row_is_the_page_before_it(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    found = links(get(client, issued, "start=10&limit=5"))
+    assert dict(query_of(found["prev"])) == {"start": "5", "limit": "5"}

@@ -169,3 +169,12 @@ def test_preloaded_threaded_workers_serve_concurrently_with_keep_alive(backend: 
                     assert not response.will_close  # the same connection serves the next request
             finally:
                 connection.close()
+
+
+def test_an_in_memory_sqlite_database_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from southrock_api.db import make_engine
+
+    monkeypatch.chdir(tmp_path)
+    make_engine("sqlite:///:memory:").dispose()
+    make_engine("sqlite://").dispose()
+    assert list(tmp_path.iterdir()) == []

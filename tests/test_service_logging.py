@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from southrock_api.logs import RedactKeys
 from southrock_api.tokens import IssuedToken
 from tests import databases
 from tests.servers import gunicorn, seeded_token
@@ -130,3 +132,24 @@ def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, Issue
         "Authorization",
     ):
         assert secret not in log
+
+
+PRIVATE = "srsk_Ab-cd_EfGhIjKlMnOpQrStUvWxYz0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ("Authorization Basic " + base64.b64encode(b"admin:" + PRIVATE.encode()).decode(), base64.b64encode(b"admin:" + PRIVATE.encode()).decode()),
+        ("Authorization basic " + base64.b64encode(b"x:y-secret").decode(), base64.b64encode(b"x:y-secret").decode()),
+        (f"GET http://srpk_x:{PRIVATE}@x/api/v1", PRIVATE),
+    ],
+)
+def test_redaction_leaves_no_character_of_a_secret(line: str, secret: str) -> None:
+    """gunicorn's error log filter: any scheme's case, any key characters, nothing kept but the prefix."""
+    record = logging.LogRecord("gunicorn.error", logging.INFO, __file__, 1, "Invalid HTTP Header: %r", (line,), None)
+    assert RedactKeys().filter(record)
+    message = record.getMessage()
+    assert secret[:5] + "…" in message or "Basic…" in message or "basic…" in message
+    for piece in (secret[5:], secret[5:9], secret[-6:], "cd_EfG", "EfGhIj"):
+        assert piece not in message
