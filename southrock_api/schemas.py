@@ -72,7 +72,7 @@ EXPECTATIONS = {
     "ORGCODES": f"Work Unit code (1 to {MAX_VALUE_LENGTH} characters, at most {MAX_ORGCODES} values)",
     "SDATE": "Date YYYY-MM-DD",
     "EDATE": "Date YYYY-MM-DD on or after SDATE",
-    "start": "Positive Integer",
+    "start": f"Positive Integer no greater than {MAX_START}",
     "limit": f"Positive Integer no greater than {MAX_LIMIT}",
 }
 

@@ -84,6 +84,16 @@ def test_unknown_public_key_gets_the_same_answer_as_a_wrong_private_key(client: 
     assert wrong_private.status_code == unknown_public.status_code
 
 
+def test_swapped_keys_are_e1010_saying_which_goes_where(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/api/v1", headers={"Authorization": basic(f"{issued.private_key}:{issued.public_key}")})
+    assert response.status_code == 401
+    assert response.get_json()["error"] == {
+        "message": "Authentication failed: the user name is the public key (srpk_…), the password the private key (srsk_…)",
+        "code": "E1010",
+    }
+    assert issued.private_key[5:] not in response.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("scheme", ["Bearer abc", "Token abc", "Digest username=x"])
 def test_another_scheme_is_a_bad_token_type_e1020(client: FlaskClient, issued, scheme: str) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/api/v1", headers={"Authorization": scheme})

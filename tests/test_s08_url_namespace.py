@@ -35,7 +35,10 @@ def test_unknown_versions_are_e2010(client: FlaskClient, authorization: str, pat
 def test_unknown_endpoints_under_v1_are_e2020(client: FlaskClient, authorization: str, path: str) -> None:
     response = client.get(path, headers={"Authorization": authorization})
     assert response.status_code == 404
-    assert response.get_json()["error"]["code"] == "E2020"
+    assert response.get_json()["error"] == {
+        "message": "Endpoint not supported: the endpoints are /api/v1 and /api/v1/enrolments",
+        "code": "E2020",
+    }
 
 
 def test_version_root_answers_with_and_without_trailing_slash(client: FlaskClient, authorization: str) -> None:
