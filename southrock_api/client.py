@@ -43,6 +43,10 @@ class SouthrockApiError(Exception):
             error = response.json()["error"]
             return cls(response.status_code, str(error["code"]), str(error["message"]))
         except (ValueError, KeyError, TypeError):
+            if response.status_code == 414:
+                # The server's own limit on the request line (8190 bytes under gunicorn).
+                return cls(414, None, "the request is too long: ask for fewer ORGCODES at a time, or use "
+                           "a token of the business unit that holds them")
             return cls(response.status_code, None, response.reason or "unexpected response")
 
 

@@ -373,3 +373,11 @@ def test_a_password_with_an_at_sign_is_dropped_whole() -> None:
     assert "ss@" not in str(raised.value) and "'http://yoursite.southrock.com'" in str(raised.value)
     client = SouthrockClient("https://srpk_x:p@ss@yoursite.southrock.com", "public", "private")
     assert client.api_url == "https://yoursite.southrock.com/api/v1"
+
+
+def test_too_many_orgcodes_for_one_request_line_is_a_clear_error(site: Site) -> None:
+    # gunicorn answers a request line over 8190 bytes 414, with its own HTML page.
+    with site.client() as client, pytest.raises(SouthrockApiError) as raised:
+        list(client.iter_enrolments(orgcodes=[f"UNIT-{number:05d}" for number in range(600)]))
+    assert raised.value.status == 414
+    assert "ask for fewer ORGCODES at a time" in str(raised.value)
