@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -286,7 +286,13 @@ class SouthrockGroup(FlaskGroup):
             raise click.ClickException(_database_problem(error)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """Name this application's commands."""
+        """Name this application's commands (none, after one line saying why, while a setting is wrong)."""
+        try:
+            ctx.ensure_object(ScriptInfo).load_app()
+        except ConfigError as error:
+            # Flask would print the traceback above the help; the commands would all fail anyway.
+            click.echo(f"Error: {error}", err=True)
+            return []
         return [name for name in super().list_commands(ctx) if name not in _PLUGGED_IN]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:

@@ -119,3 +119,11 @@ def test_a_database_that_does_not_answer_is_logged_by_the_readiness_probe(tmp_pa
         servers.dispose(app)
     assert response.status_code == 503 and response.get_json()["checks"]["database"] is False
     assert "not ready: the database does not answer: unable to open database file" in caplog.text
+
+
+def test_help_with_a_setting_that_cannot_work_says_so_in_one_line(tmp_path: Path) -> None:
+    env = _environment(tmp_path, SOUTHROCK_RATE_LIMIT="60 per minit")
+    result = subprocess.run([SOUTHROCK, "--help"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr == "Error: SOUTHROCK_RATE_LIMIT: '60 per minit' is not a rate limit such as '60 per minute'\n"
+    assert "Usage: southrock" in result.stdout
