@@ -7,8 +7,6 @@ import multiprocessing
 import os
 from typing import Any
 
-from southrock_api.logs import RedactKeys
-
 bind = os.environ.get("SOUTHROCK_BIND", "127.0.0.1:8000")
 # gunicorn's usual 2 x cores + 1, capped so that the connections of one host stay well inside
 # PostgreSQL's max_connections (see docs/deployment.md, Sizing).
@@ -39,11 +37,17 @@ loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
 # for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.
 limit_request_line = 8190
 limit_request_field_size = 8190
-# gunicorn logs the raw line or header of a request it cannot parse, credentials and all. Once:
-# gunicorn reads this file again on every reload (SIGHUP).
-_error_log = logging.getLogger("gunicorn.error")
-if not any(isinstance(existing, RedactKeys) for existing in _error_log.filters):
-    _error_log.addFilter(RedactKeys())
+
+
+# Nothing of the application is imported at the top of this file: it runs in the master, whose
+# modules every worker inherits, and a reload (SIGHUP) would then keep serving the old release.
+
+
+def post_worker_init(worker: Any) -> None:
+    """Cut keys out of what gunicorn logs about requests it cannot parse (their raw line or header)."""
+    from southrock_api.logs import RedactKeys
+
+    logging.getLogger("gunicorn.error").addFilter(RedactKeys())
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -263,6 +263,11 @@ def _create_app() -> Flask:
     return create_app()
 
 
+# The `flask.commands` entry points of the pinned requirements.
+_PLUGGED_IN = frozenset({"limiter"})
+_FLASK_OPTIONS = frozenset({"app", "debug", "env_file"})
+
+
 class SouthrockGroup(FlaskGroup):
     """Flask's command group, with only this application's commands, options and configuration.
 
@@ -298,11 +303,6 @@ class SouthrockGroup(FlaskGroup):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         """Find one of this application's commands."""
         return None if name in _PLUGGED_IN else super().get_command(ctx, name)
-
-
-# The `flask.commands` entry points of the pinned requirements.
-_PLUGGED_IN = frozenset({"limiter"})
-_FLASK_OPTIONS = frozenset({"app", "debug", "env_file"})
 
 
 def _database_problem(error: SQLAlchemyError) -> str:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
+import math
 import os
-import re
-from collections.abc import Iterable, Mapping
-from typing import cast
+from collections.abc import Mapping
 
-from limits import parse
+from limits import parse_many
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -49,8 +47,10 @@ LOG_LEVEL = "INFO"
 FLAGS = ("REQUIRE_HTTPS",)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_NUMBERS = ("RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS")
-_HOST_NAME = re.compile(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+_POSITIVE_SECONDS = ("RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS")
+# The levels both the application and gunicorn know by these names.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DATABASES = frozenset({"sqlite", "postgresql"})
 
 
 class ConfigError(ValueError):
@@ -75,38 +75,53 @@ def check(values: Mapping[str, object]) -> None:
     """
     for name in ("RATE_LIMIT", "AUTH_FAILURE_LIMIT"):
         try:
-            parse(str(values[name]))
-        except ValueError:
-            raise ConfigError(f"SOUTHROCK_{name}: {values[name]!r} is not a rate limit such as '60 per minute'") from None
-    for name in _NUMBERS:
-        try:
-            if float(str(values[name])) <= 0:
+            # One limit: the headers, /docs and the failure check each read a single one.
+            [limit] = parse_many(str(values[name]))
+            if limit.amount < 1:
                 raise ValueError
         except ValueError:
-            raise ConfigError(f"SOUTHROCK_{name}: {values[name]!r} is not a positive number of seconds") from None
+            raise ConfigError(
+                f"SOUTHROCK_{name}: {values[name]!r} is not one rate limit such as '60 per minute'"
+            ) from None
+    for name in _POSITIVE_SECONDS:
+        try:
+            seconds = float(str(values[name]))
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"SOUTHROCK_{name}: {values[name]!r} is not a positive number of seconds")
     if not str(values["RTOPILOT_MAX_ATTEMPTS"]).isdigit() or int(str(values["RTOPILOT_MAX_ATTEMPTS"])) < 1:
         raise ConfigError(f"SOUTHROCK_RTOPILOT_MAX_ATTEMPTS: {values['RTOPILOT_MAX_ATTEMPTS']!r} is not a whole number of at least 1")
-    if not isinstance(logging.getLevelName(str(values["LOG_LEVEL"]).upper()), int):
-        raise ConfigError(f"SOUTHROCK_LOG_LEVEL: {values['LOG_LEVEL']!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    for entry in str(values["TRUSTED_PROXIES"]).split(","):
+    if str(values["LOG_LEVEL"]).upper() not in _LOG_LEVELS:
+        raise ConfigError(f"SOUTHROCK_LOG_LEVEL: {values['LOG_LEVEL']!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if not isinstance(values["TRUSTED_PROXIES"], str):
+        raise ConfigError("SOUTHROCK_TRUSTED_PROXIES: give the proxies' addresses or networks as text, comma separated")
+    for entry in values["TRUSTED_PROXIES"].split(","):
         try:
             if entry.strip():
                 ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             raise ConfigError(f"SOUTHROCK_TRUSTED_PROXIES: {entry.strip()!r} is not an IP address or network") from None
-    hosts = values["TRUSTED_HOSTS"]
-    entries = hosts.split(",") if isinstance(hosts, str) else [str(entry) for entry in cast(Iterable[object], hosts or ())]
-    for entry in entries:
-        if entry.strip() and not _HOST_NAME.fullmatch(entry.strip()):
-            raise ConfigError(f"SOUTHROCK_TRUSTED_HOSTS: {entry.strip()!r} is not a host name (no scheme, port or path)")
+    _check_database_url(str(values["DATABASE_URL"]))
+
+
+def _check_database_url(text: str) -> None:
+    # The URL itself is never repeated: it may hold a password.
+    usable = (
+        "postgresql+psycopg://user:password@host:5432/name (percent-encode @, : and / in the "
+        "password) or sqlite:////absolute/path.sqlite"
+    )
     try:
-        make_url(str(values["DATABASE_URL"])).get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError):
-        # The URL itself is never repeated: it may hold a password.
-        raise ConfigError(
-            "SOUTHROCK_DATABASE_URL is not a database URL this application can use: "
-            "postgresql+psycopg://user:password@host:5432/name or sqlite:////absolute/path.sqlite"
-        ) from None
+        url = make_url(text)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError):
+        raise ConfigError(f"SOUTHROCK_DATABASE_URL is not a database URL this application can use: {usable}") from None
+    if url.get_backend_name() not in _DATABASES:
+        raise ConfigError(f"SOUTHROCK_DATABASE_URL names a database this application does not support: {usable}")
+    if "@" in (url.host or ""):
+        # An unencoded @ in the password: the rest of it would be taken for the host, and repeated
+        # in every connection error.
+        raise ConfigError(f"SOUTHROCK_DATABASE_URL: the password holds an @ that is not percent-encoded (%40): {usable}")
 
 
 def defaults(instance_path: str) -> dict[str, object]:

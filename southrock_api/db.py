@@ -78,8 +78,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def failure_reason(error: SQLAlchemyError) -> str:
-    """The driver's first line about a database failure: what failed, never the statement or its values."""
-    return str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()[0]
+    """The driver's first line about a database failure (what failed), never the statement."""
+    lines = str(getattr(error, "orig", None) or "").strip().splitlines()
+    return lines[0] if lines else type(getattr(error, "orig", None) or error).__name__
 
 
 class Database:

@@ -66,10 +66,9 @@ _BAD_TEXT = re.compile(f"[{_BAD_CHARACTERS}]")
 # another and is not. A row with none of these characters needs no closer look (one scan);
 # _bad_codes says which codes of the others are wrong. A file of codes only (enrolments.csv)
 # is scanned once for these and for _BAD_TEXT together.
-_INVISIBLE = INVISIBLE
-_SPACE_OR_INVISIBLE = re.compile(f"[\\s{_INVISIBLE}]")
-_INVISIBLE_CHARACTER = re.compile(f"[{_INVISIBLE}]")
-_BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(f"[{_BAD_CHARACTERS}\\s{_INVISIBLE}]")
+_SPACE_OR_INVISIBLE = re.compile(f"[\\s{INVISIBLE}]")
+_INVISIBLE_CHARACTER = re.compile(f"[{INVISIBLE}]")
+_BAD_TEXT_SPACE_OR_INVISIBLE = re.compile(f"[{_BAD_CHARACTERS}\\s{INVISIBLE}]")
 # ASCII digits only: \d would take ９ or ٥ too, and int() would read them.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _SCORE = re.compile(r"(\d{1,3})(?:\.(\d{1,2}))?", re.ASCII)

@@ -17,9 +17,12 @@ access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
 LOGGERS = ("southrock_api", "flask-limiter")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# What may carry a key: a private key, Basic credentials, Base64 of "srpk_…:srsk_…" without its
-# scheme (it always starts c3Jwa1), and RTOPilot's key.
-_SECRET = re.compile(r"srsk_[A-Za-z0-9_-]*|(?i:basic)\s+[A-Za-z0-9+/=_-]+|c3Jwa1[A-Za-z0-9+/=]*|rtop_[0-9A-Fa-f]*")
+# What may carry a key: a private key (percent-encoded too), Basic credentials (gunicorn writes a
+# tab as \t), Base64 of "srpk_…:srsk_…" or of swapped keys without the scheme (c3Jwa1…, c3Jza1…),
+# and RTOPilot's key.
+_SECRET = re.compile(
+    r"srsk(?:_|%5[Ff])[A-Za-z0-9_%-]*|(?i:basic)(?:\s|\\t)+[A-Za-z0-9+/=_-]+|c3J[wz]a1[A-Za-z0-9+/=]*|rtop_[0-9A-Fa-f]*"
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,6 +66,7 @@ class RedactKeys(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Replace each secret in the message with its first five characters and an ellipsis."""
         message = record.getMessage()
         redacted = _SECRET.sub(lambda found: found.group()[:5] + "…", message)
         if redacted != message:

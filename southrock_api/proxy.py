@@ -4,13 +4,18 @@ answer only to the configured host names."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Callable, Iterable
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from southrock_api.config import ConfigError
+
 # Set in the WSGI environ when the peer is a trusted proxy, so later code may believe its headers.
 TRUSTED_PEER = "southrock.trusted_proxy"
+_HOST_HEADERS = ("HTTP_HOST", "HTTP_X_FORWARDED_HOST")
+_HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\.?", re.IGNORECASE)
 
 
 class TrustedProxyFix:
@@ -35,16 +40,39 @@ class TrustedProxyFix:
         return any(ip in network for network in self.networks)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Host names ignore case, and werkzeug's TRUSTED_HOSTS check does not.
+        for header in _HOST_HEADERS:
+            if header in environ:
+                environ[header] = environ[header].lower()
         if self._trusted(environ.get("REMOTE_ADDR")):
             environ[TRUSTED_PEER] = True
             return self.fixed(environ, start_response)
         return self.app(environ, start_response)
 
 
-def host_names(value: str | Iterable[str] | None) -> list[str] | None:
-    """Return TRUSTED_HOSTS as Flask takes it: a list of names, or None for any name."""
-    names = value.split(",") if isinstance(value, str) else list(value or ())
-    return [name.strip() for name in names if name.strip()] or None
+def host_names(value: object) -> list[str] | None:
+    """Return TRUSTED_HOSTS as Flask takes it, lower case: a list of names, or None for any name."""
+    if isinstance(value, str):
+        names = value.split(",")
+    elif isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        names = list(value)
+    elif not value:
+        return None
+    else:
+        raise ConfigError("SOUTHROCK_TRUSTED_HOSTS: give host names as text, comma separated")
+    trusted = []
+    for name in (name.strip() for name in names):
+        if not name:
+            continue
+        try:
+            # werkzeug compares with the IDNA form, ignoring any port; host names ignore case.
+            host = name.partition(":")[0].lstrip(".").encode("idna").decode("ascii")
+        except UnicodeError:
+            host = ""
+        if "/" in name or not _HOST_NAME.fullmatch(host):
+            raise ConfigError(f"SOUTHROCK_TRUSTED_HOSTS: {name!r} is not a host name (no scheme or path)")
+        trusted.append(name.lower())
+    return trusted or None
 
 
 def init_app(app: Flask) -> None:

@@ -19,6 +19,9 @@ from southrock_api.models import ApiToken, BusinessUnit, TokenAudit, WorkUnit
 # Recognisable prefixes let secret scanners find a leaked private key.
 PUBLIC_KEY_PREFIX = "srpk_"
 PRIVATE_KEY_PREFIX = "srsk_"
+# Characters a masked key must show on each side of its ellipsis, as `tokens list` prints it: with
+# fewer, one typo could revoke or rotate some other token (the most privileged, say).
+MASK_SHOWS = 4
 KEY_BYTES = 32
 
 
@@ -122,11 +125,6 @@ def create_token(
     return IssuedToken(
         token.public_key, private_key, unit_type, unit_code, description, expires_at
     )
-
-
-# Characters a masked key must show on each side of its ellipsis, as `tokens list` prints it: with
-# fewer, one typo could revoke or rotate some other token (the most privileged, say).
-MASK_SHOWS = 4
 
 
 def _find(session: Session, public_key: str) -> ApiToken:

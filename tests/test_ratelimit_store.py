@@ -138,13 +138,14 @@ def test_sentinel_and_cluster_uris_keep_limits_own_stores() -> None:
 
 @pytest.mark.redis
 def test_a_redis_window_is_fixed_from_its_first_increment(redis_store: RedisWindowStorage) -> None:
-    assert redis_store.incr("fixed", 2) == 1
-    time.sleep(1.2)
-    assert redis_store.incr("fixed", 2) == 2
-    # A later hit does not push the window's end back: it still ends 2 s after the first one.
-    assert redis_store.get_expiry("fixed") <= time.time() + 0.9
+    assert redis_store.incr("fixed", 3) == 1
+    first = time.time()
     time.sleep(1.0)
-    assert redis_store.incr("fixed", 2) == 1
+    assert redis_store.incr("fixed", 3) == 2
+    # A later hit does not push the window's end back: it still ends 3 s after the first one.
+    assert redis_store.get_expiry("fixed") <= first + 3.05
+    time.sleep(max(0.0, first + 3.2 - time.time()))
+    assert redis_store.incr("fixed", 3) == 1
 
 
 def test_an_increment_is_recalled_only_briefly(store: SQLStorage, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,6 +100,13 @@ def test_trusted_hosts_refuse_other_host_names_before_authentication(app: Flask,
     assert int(other.headers["X-Rate-Limit-Remaining"]) == left
 
 
+def test_trusted_hosts_ignore_letter_case(app: Flask, authorization: str) -> None:
+    client = _app_with(app, TRUSTED_HOSTS="API.Acme.Example").test_client()
+    response = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": "Api.ACME.example"})
+    assert response.status_code == 200
+    assert response.headers["Link"].startswith("<http://api.acme.example/api/v1/enrolments?")
+
+
 def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, authorization: str) -> None:
     client = _app_with(app, TRUSTED_HOSTS="api.acme.example", TRUSTED_PROXIES="127.0.0.1").test_client()
     forwarded = {"Authorization": authorization, "Host": "127.0.0.1:8000"}
@@ -107,7 +114,16 @@ def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, auth
     assert client.get("/api/v1", headers={**forwarded, "X-Forwarded-Host": "evil.example"}).status_code == 404
 
 
-@pytest.mark.parametrize(("setting", "names"), [("", None), (" a.example ,.b.example,", ["a.example", ".b.example"]), (["a.example"], ["a.example"])])
+@pytest.mark.parametrize(
+    ("setting", "names"),
+    [
+        ("", None),
+        (" a.example ,.b.example,", ["a.example", ".b.example"]),
+        (["a.example"], ["a.example"]),
+        ("API.Example.org", ["api.example.org"]),  # werkzeug compares case-sensitively
+        ("api.example.org:443,lms.exämple.edu", ["api.example.org:443", "lms.exämple.edu"]),
+    ],
+)
 def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, names: list[str] | None) -> None:
     from southrock_api.proxy import host_names
 

@@ -27,14 +27,23 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     ("name", "value", "says"),
     [
         # A mistyped limit used to switch the site's limit off (flask-limiter swallowed the error).
-        ("RATE_LIMIT", "60 per minit", "SOUTHROCK_RATE_LIMIT: '60 per minit' is not a rate limit"),
+        ("RATE_LIMIT", "60 per minit", "SOUTHROCK_RATE_LIMIT: '60 per minit' is not one rate limit"),
+        # Only the first of several would show in the headers and /docs; none would never be spent.
+        ("RATE_LIMIT", "100 per minute;3 per day", "SOUTHROCK_RATE_LIMIT: '100 per minute;3 per day' is not one rate limit"),
+        ("RATE_LIMIT", "0 per minute", "SOUTHROCK_RATE_LIMIT: '0 per minute' is not one rate limit"),
         # ...and a mistyped failure limit answered every failed login 500.
-        ("AUTH_FAILURE_LIMIT", "ten a minute", "SOUTHROCK_AUTH_FAILURE_LIMIT: 'ten a minute' is not a rate limit"),
+        ("AUTH_FAILURE_LIMIT", "ten a minute", "SOUTHROCK_AUTH_FAILURE_LIMIT: 'ten a minute' is not one rate limit"),
         ("RATELIMIT_STORAGE_TIMEOUT", "half", "SOUTHROCK_RATELIMIT_STORAGE_TIMEOUT: 'half' is not a positive number"),
+        # A socket refuses these; the limiter would quietly count in memory instead of in Redis.
+        ("RATELIMIT_STORAGE_TIMEOUT", "nan", "SOUTHROCK_RATELIMIT_STORAGE_TIMEOUT: 'nan' is not a positive number"),
+        ("RTOPILOT_TIMEOUT", "1e309", "SOUTHROCK_RTOPILOT_TIMEOUT: inf is not a positive number"),
         ("RTOPILOT_MAX_ATTEMPTS", "0", "SOUTHROCK_RTOPILOT_MAX_ATTEMPTS: 0 is not a whole number of at least 1"),
         ("LOG_LEVEL", "verbose", "SOUTHROCK_LOG_LEVEL: 'verbose' is not one of"),
+        ("LOG_LEVEL", "warn", "SOUTHROCK_LOG_LEVEL: 'warn' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("TRUSTED_PROXIES", "localhost", "SOUTHROCK_TRUSTED_PROXIES: 'localhost' is not an IP address or network"),
         ("TRUSTED_HOSTS", "https://lms.example.edu", "SOUTHROCK_TRUSTED_HOSTS: 'https://lms.example.edu' is not a host name"),
+        ("TRUSTED_HOSTS", "5", "SOUTHROCK_TRUSTED_HOSTS: give host names as text"),
+        ("TRUSTED_PROXIES", '["10.0.0.1"]', "SOUTHROCK_TRUSTED_PROXIES: give the proxies' addresses or networks as text"),
         ("REQUIRE_HTTPS", "ture", "SOUTHROCK_REQUIRE_HTTPS must be true or false, not 'ture'"),
     ],
 )
@@ -54,6 +63,10 @@ def test_a_setting_that_cannot_work_stops_the_app_from_starting(
     ("setting", "value", "says"),
     [
         ("SOUTHROCK_DATABASE_URL", "postgres://admin:hunter2@db.internal/lms", "SOUTHROCK_DATABASE_URL is not a database URL this application can use"),
+        ("SOUTHROCK_DATABASE_URL", "postgresql+psycopg2://admin:hunter2@db.internal/lms", "SOUTHROCK_DATABASE_URL is not a database URL this application can use"),
+        ("SOUTHROCK_DATABASE_URL", "mysql+pymysql://admin:hunter2@db.internal/lms", "SOUTHROCK_DATABASE_URL is not a database URL this application can use"),
+        # An unencoded @ would make the rest of the password the host, in every connection error.
+        ("SOUTHROCK_DATABASE_URL", "postgresql+psycopg://admin:hun@ter2hunter2@db.internal/lms", "SOUTHROCK_DATABASE_URL: the password holds an @ that is not percent-encoded"),
         ("SOUTHROCK_RATELIMIT_STORAGE_URI", "redsi://:hunter2@cache.internal:6379/0", "SOUTHROCK_RATELIMIT_STORAGE_URI: no store for 'redsi' URIs"),
     ],
 )
@@ -61,7 +74,7 @@ def test_a_url_that_cannot_work_is_named_but_never_repeated(tmp_path: Path, sett
     result = subprocess.run([SOUTHROCK, "tokens", "list"], env=_environment(tmp_path, **{setting: value}), capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: {says}" or result.stderr.startswith(f"Error: {says}")
-    assert "hunter2" not in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr and "ter2" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -125,5 +138,21 @@ def test_help_with_a_setting_that_cannot_work_says_so_in_one_line(tmp_path: Path
     env = _environment(tmp_path, SOUTHROCK_RATE_LIMIT="60 per minit")
     result = subprocess.run([SOUTHROCK, "--help"], env=env, capture_output=True, text=True)
     assert result.returncode == 0
-    assert result.stderr == "Error: SOUTHROCK_RATE_LIMIT: '60 per minit' is not a rate limit such as '60 per minute'\n"
+    assert result.stderr == "Error: SOUTHROCK_RATE_LIMIT: '60 per minit' is not one rate limit such as '60 per minute'\n"
     assert "Usage: southrock" in result.stdout
+
+
+def test_the_gunicorn_configuration_imports_nothing_of_the_application() -> None:
+    """It runs in the master: every worker, reloaded ones (SIGHUP) included, would inherit old modules."""
+    probe = f"import runpy, sys; runpy.run_path({str(servers.ROOT / 'gunicorn.conf.py')!r}); print(sorted(m for m in sys.modules if m.startswith('southrock_api')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_database_failure_without_a_message_is_named_by_its_type() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from southrock_api.db import failure_reason
+
+    assert failure_reason(OperationalError("SELECT 1", {}, ConnectionResetError())) == "ConnectionResetError"
+    assert failure_reason(OperationalError("SELECT 1", {}, Exception("server closed\nthe connection"))) == "server closed"

@@ -143,6 +143,10 @@ PRIVATE = "srsk_Ab-cd_EfGhIjKlMnOpQrStUvWxYz0123456789abcdef"
         ("Authorization Basic " + base64.b64encode(b"admin:" + PRIVATE.encode()).decode(), base64.b64encode(b"admin:" + PRIVATE.encode()).decode()),
         ("Authorization basic " + base64.b64encode(b"x:y-secret").decode(), base64.b64encode(b"x:y-secret").decode()),
         (f"GET http://srpk_x:{PRIVATE}@x/api/v1", PRIVATE),
+        # Swapped keys without their scheme, a tab as gunicorn's repr writes it, a percent-encoded key.
+        ("Authorization=" + base64.b64encode(PRIVATE.encode() + b":srpk_x").decode(), base64.b64encode(PRIVATE.encode() + b":srpk_x").decode()),
+        ("Authorization Basic\t" + base64.b64encode(b"x:" + PRIVATE.encode()).decode(), base64.b64encode(b"x:" + PRIVATE.encode()).decode()),
+        ("GET /api/v1?k=" + PRIVATE.replace("_", "%5F", 1) + " HTTP/1.1", PRIVATE.replace("_", "%5F", 1)),
     ],
 )
 def test_redaction_leaves_no_character_of_a_secret(line: str, secret: str) -> None:
