@@ -32,21 +32,33 @@ def readyz() -> Response:
     return response
 
 
+class _Problem:
+    """The reason this worker last logged for not being ready: each reason is logged once, not per probe."""
+
+    last: str | None = None
+
+    @classmethod
+    def report(cls, reason: str | None) -> None:
+        """Log a new reason (and nothing while it stays the same); None: ready again."""
+        if reason is not None and reason != cls.last:
+            log.warning("not ready: %s", reason)
+        cls.last = reason
+
+
 def _database_ok() -> tuple[bool, bool]:
     """Whether the database answers, and whether its schema is one this release serves."""
     try:
         connection = get_session().connection()
         connection.execute(text("SELECT 1"))
     except SQLAlchemyError as error:
-        log.warning("not ready: the database does not answer: %s", failure_reason(error))
+        _Problem.report(f"the database does not answer: {failure_reason(error)}")
         return False, False
     try:
         migrated = schema.serves(connection)
     except SQLAlchemyError as error:
-        log.warning("not ready: the schema cannot be read: %s", failure_reason(error))
+        _Problem.report(f"the schema cannot be read: {failure_reason(error)}")
         return True, False
-    if not migrated:
-        log.warning("not ready: %s", schema.NotMigrated())
+    _Problem.report(None if migrated else str(schema.NotMigrated()))
     return True, migrated
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from southrock_api import create_app
+from southrock_api import create_app, schema
 from southrock_api.config import ConfigError
 from tests import servers
 
@@ -132,6 +132,26 @@ def test_a_database_that_does_not_answer_is_logged_by_the_readiness_probe(tmp_pa
         servers.dispose(app)
     assert response.status_code == 503 and response.get_json()["checks"]["database"] is False
     assert "not ready: the database does not answer: unable to open database file" in caplog.text
+
+
+def test_a_reason_for_not_being_ready_is_logged_once_not_per_probe(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from southrock_api import health
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "RATELIMIT_STORAGE_URI": "memory://"})
+    health._Problem.report(None)  # this process was last ready (other tests probe in it too)
+    try:
+        client = app.test_client()
+        for _ in range(5):
+            assert client.get("/readyz").status_code == 503
+        assert caplog.text.count("not ready: the database is not migrated for this release") == 1
+        schema.upgrade(app)
+        assert client.get("/readyz").status_code == 200
+        (tmp_path / "empty.sqlite").unlink()  # gone: a new empty file, never migrated, appears
+        servers.dispose(app)
+        assert client.get("/readyz").status_code == 503
+        assert caplog.text.count("not ready: the database is not migrated for this release") == 2  # said again
+    finally:
+        servers.dispose(app)
 
 
 def test_help_with_a_setting_that_cannot_work_says_so_in_one_line(tmp_path: Path) -> None:
