@@ -1,4 +1,4 @@
-"""Safe defaults; instance/config.py and SOUTHROCK_* environment variables override them."""
+"""Safe defaults, which instance/config.py and SOUTHROCK_* environment variables override, and the checks every setting passes at start-up."""
 
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def _seal(result: str, rnum: int, key: SortKey) -> str:
 
 
 def fingerprint(*parts: object) -> str:
-    """A short digest of what a cursor is valid for: data version, scope and filters."""
+    """A short digest of its parts: what a cursor, an ETag or X-Data-Version stands for."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 

@@ -73,7 +73,7 @@ def test_a_setting_that_cannot_work_stops_the_app_from_starting(
 def test_a_url_that_cannot_work_is_named_but_never_repeated(tmp_path: Path, setting: str, value: str, says: str) -> None:
     result = subprocess.run([SOUTHROCK, "tokens", "list"], env=_environment(tmp_path, **{setting: value}), capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: {says}" or result.stderr.startswith(f"Error: {says}")
+    assert result.stderr.startswith(f"Error: {says}") and len(result.stderr.splitlines()) == 1
     assert "hunter2" not in result.stdout + result.stderr and "ter2" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
