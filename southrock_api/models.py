@@ -119,7 +119,7 @@ class Enrolment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     sch_id: Mapped[str] = mapped_column(CODE, unique=True)
     learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id"), index=True)
-    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), index=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"))
     status: Mapped[str] = mapped_column(String(16))
     completed_on: Mapped[Optional[dt.date]] = mapped_column(Date)
     # Hundredths of a point: exact two-decimal scores on every database.
