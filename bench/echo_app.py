@@ -1,13 +1,19 @@
-"""A WSGI app that answers every GET with the last body PUT to it: HTTP through gunicorn, no work.
+"""Apps that answer every GET with the last body PUT to them: HTTP through gunicorn, no work.
 
-bench/run.py serves it with the API's own gunicorn.conf.py and primes it with the API's
+bench/run.py serves them with the API's own gunicorn.conf.py and primes them with the API's
 response for each scenario, so the same bytes cross the same server and client stack:
-what is left of the API's time after that is the application's own.
+
+- `app`, a bare WSGI callable: what HTTP through gunicorn costs (what is left of the API's
+  time after that is the application's own);
+- `flask_app`, one Flask view: what HTTP and Flask's request handling cost before any
+  authentication, rate limiting, query or encoding (the least a Flask application can take).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
+
+from flask import Flask, Response, request
 
 _body = b"[]"
 
@@ -21,3 +27,17 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         return [b""]
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(_body)))])
     return [_body]
+
+
+flask_app = Flask(__name__)
+
+
+@flask_app.route("/", defaults={"path": ""}, methods=["GET", "PUT"])
+@flask_app.route("/<path:path>", methods=["GET", "PUT"])
+def echo(path: str) -> Response:
+    """PUT stores the body; GET returns it."""
+    global _body
+    if request.method == "PUT":
+        _body = request.get_data()
+        return Response(status=204)
+    return Response(_body, mimetype="application/json")

@@ -22,6 +22,10 @@ string encoder, as the API does). Each part is timed and reported.
 HTTP ALONE: bench/echo_app.py under the same gunicorn.conf.py answers the API's request
 with the API's response bytes from memory, timed the same way in a pass of its own (each
 request after the same floor work as the API's): what HTTP costs with no application.
+FLASK ALONE: the same from a one-view Flask app (echo_app.flask_app). Flask alone plus the
+floor's page and JSON is the least a Flask application can take for the page (no
+authentication, no rate limiting, the count cached, the page read and encoded as fast as
+the floor does); where that exceeds the target ratio, no Flask application can meet it.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ class Result:
     count_ms: float
     json_ms: float
     http_ms: float  # the same response bytes served by bench/echo_app.py through the same gunicorn
+    flask_ms: float  # the same, served by a one-view Flask app (bench/echo_app.py's flask_app)
 
     @property
     def ratio(self) -> float:
@@ -136,6 +141,16 @@ class Result:
     def work_ratio(self) -> float:
         """The API's time less what HTTP alone costs for the same response, against the floor."""
         return max(self.api_ms - self.http_ms, 0.0) / self.floor_ms
+
+    @property
+    def least_ms(self) -> float:
+        """The least a Flask application can take: Flask alone, then the floor's page and JSON (no count)."""
+        return self.flask_ms + self.page_ms + self.json_ms
+
+    @property
+    def least_ratio(self) -> float:
+        """least_ms against the floor: above the target, no Flask application can meet it."""
+        return self.least_ms / self.floor_ms
 
     @property
     def overhead_ratio(self) -> float:
@@ -454,28 +469,30 @@ class Client:
 
 @dataclass
 class Clients:
-    """A keep-alive connection to the API and one to the echo server (bench/echo_app.py)."""
+    """A keep-alive connection to the API and one to each echo server (bench/echo_app.py)."""
 
     api: Client
     echo: Client
+    flask: Client
 
     def prime(self, body: bytes) -> None:
-        """Make the echo server answer with these bytes (on a fresh connection: it may have idled out)."""
-        self.echo.connection.close()
-        self.echo.connection.request("PUT", "/", body=body)
-        response = self.echo.connection.getresponse()
-        response.read()
-        if response.status != 204:
-            raise RuntimeError(f"echo server: {response.status}")
+        """Make the echo servers answer with these bytes (on fresh connections: they may have idled out)."""
+        for echo in (self.echo, self.flask):
+            echo.connection.close()
+            echo.connection.request("PUT", "/", body=body)
+            response = echo.connection.getresponse()
+            response.read()
+            if response.status != 204:
+                raise RuntimeError(f"echo server: {response.status}")
 
 
 @contextmanager
-def echo_server() -> Iterator[str]:
-    """bench/echo_app.py under gunicorn.conf.py's settings, one worker (one primed body)."""
+def echo_server(target: str) -> Iterator[str]:
+    """An app of bench/echo_app.py under gunicorn.conf.py's settings, one worker (one primed body)."""
     port = servers.free_port()
     env = {**os.environ, "SOUTHROCK_BIND": f"127.0.0.1:{port}", "SOUTHROCK_WORKERS": "1", "SOUTHROCK_LOG_LEVEL": "warning"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "bench.echo_app:app"],
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), f"bench.echo_app:{target}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -526,9 +543,13 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
     results: list[Result] = []
     memory: dict[str, Any] = {}
     memory["load average before"] = f"{os.getloadavg()[0]:.1f}"
-    with servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url, echo_server() as echo_url:
+    with (
+        servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url,
+        echo_server("app") as echo_url,
+        echo_server("flask_app") as flask_url,
+    ):
         client = Client(base_url)
-        clients = Clients(client, Client(echo_url))
+        clients = Clients(client, Client(echo_url), Client(flask_url))
         memory["after start"] = worker_rss(base_url)
         for scope in scopes:
             size = setup.sizes[scope.name]
@@ -578,18 +599,19 @@ def _measure(name: str, runs: int, clients: Clients, authorization: str, floor: 
 
 def _measure_http(
     runs: int, clients: Clients, request: tuple[str, str], body: bytes, pause: Callable[[], Any]
-) -> list[float]:
-    """Time the echo server answering the API's request with its body, after the same pause as the API."""
+) -> tuple[list[float], list[float]]:
+    """Time both echo servers answering the API's request with its body, after the same pause as the API."""
     clients.prime(body)
-    for _ in range(WARMUP):
-        clients.echo.get(*request)
-        pause()
-    http: list[float] = []
-    # A pass of its own: an echo request between two API requests would slow the second down.
-    for _ in range(runs):
-        http.append(clients.echo.get(*request)[0])
-        pause()
-    return http
+    timed: tuple[list[float], list[float]] = ([], [])
+    # A pass of its own for each: an echo request between two API requests would slow the second down.
+    for echo, seconds in zip((clients.echo, clients.flask), timed):
+        for _ in range(WARMUP):
+            echo.get(*request)
+            pause()
+        for _ in range(runs):
+            seconds.append(echo.get(*request)[0])
+            pause()
+    return timed
 
 
 def _measure_following(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
@@ -614,7 +636,9 @@ def _measure_following(name: str, runs: int, clients: Clients, authorization: st
     return _result(name, api, parts, http)
 
 
-def _result(name: str, api: list[float], parts: list[tuple[float, float, float]], http: list[float]) -> Result:
+def _result(
+    name: str, api: list[float], parts: list[tuple[float, float, float]], http: tuple[list[float], list[float]]
+) -> Result:
     return Result(
         name,
         statistics.median(api) * 1000,
@@ -622,7 +646,8 @@ def _result(name: str, api: list[float], parts: list[tuple[float, float, float]]
         statistics.median(p[0] for p in parts) * 1000,
         statistics.median(p[1] for p in parts) * 1000,
         statistics.median(p[2] for p in parts) * 1000,
-        statistics.median(http) * 1000,
+        statistics.median(http[0]) * 1000,
+        statistics.median(http[1]) * 1000,
     )
 
 
@@ -674,14 +699,16 @@ def machine() -> dict[str, str]:
 def table(results: list[Result]) -> list[str]:
     """A Markdown table of the results."""
     lines = [
-        "| scenario | API ms | floor ms | ratio | floor: page + count + JSON ms | API ÷ (page + JSON) | HTTP alone ms | (API − HTTP) ÷ floor |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| scenario | API ms | floor ms | ratio | floor: page + count + JSON ms | API ÷ (page + JSON) | HTTP alone ms "
+        "| (API − HTTP) ÷ floor | Flask alone ms | least ÷ floor |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.scenario} | {r.api_ms:.1f} | {r.floor_ms:.1f} | **{r.ratio:.2f}** | "
             f"{r.page_ms:.1f} + {r.count_ms:.1f} + {r.json_ms:.1f} | {r.overhead_ratio:.2f} | "
-            f"{r.http_ms:.1f} | {r.work_ratio:.2f} |"
+            f"{r.http_ms:.1f} | {r.work_ratio:.2f} | {r.flask_ms:.1f} | "
+            + (f"**{r.least_ratio:.2f}** |" if r.least_ratio > TARGET_RATIO else f"{r.least_ratio:.2f} |")
         )
     return lines
 
@@ -710,16 +737,24 @@ def write_report(
         "- HTTP alone: the same response bytes served from memory by `bench/echo_app.py` under the same",
         "  gunicorn.conf.py, measured the same way (one keep-alive connection, after the same pause). The last",
         "  column is the API's time less that, against the floor: the application's own share of the ratio.",
+        "- Flask alone: the same bytes from a one-view Flask app (`bench/echo_app.py`'s `flask_app`), measured",
+        "  the same way. least ÷ floor is (Flask alone + the floor's page + JSON) ÷ floor: what a Flask",
+        "  application would take that authenticated nothing, limited nothing and read and encoded the page",
+        f"  at the floor's own cost. **Bold**: above {TARGET_RATIO}, the target is out of reach of any Flask application.",
         "",
     ]
     for backend, (results, memory, sizes) in sections.items():
         worst = max(r.ratio for r in results)
+        out_of_reach = [r for r in results if r.least_ratio > TARGET_RATIO]
+        over = [r for r in results if r.ratio > TARGET_RATIO]
         lines += [f"## {backend}", ""]
         lines += ["Result sizes: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()), ""]
         lines += table(results)
         lines += [
             "",
-            f"Worst ratio: **{worst:.2f}** ({'within' if worst <= TARGET_RATIO else 'OVER'} the {TARGET_RATIO}× target).",
+            f"Worst ratio: **{worst:.2f}** ({'within' if worst <= TARGET_RATIO else 'OVER'} the {TARGET_RATIO}× target). "
+            f"Over the target: {len(over)} of {len(results)} scenarios; out of reach of any Flask application "
+            f"(least ÷ floor > {TARGET_RATIO}): {len(out_of_reach)}.",
             "Worker resident memory (MiB, per worker): "
             + "; ".join(f"{k}: {v}" for k, v in memory.items() if k.startswith("after"))
             + f". Connections the server closed: {memory.get('reconnects', 0)}. 1-minute load average of the"
