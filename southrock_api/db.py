@@ -100,6 +100,10 @@ def get_database(app: Flask | None = None) -> Database:
     return (app or current_app).extensions["southrock_db"]
 
 
+# Marks a session whose transaction begin_snapshot made READ ONLY.
+_READ_ONLY = "read only"
+
+
 def get_session() -> Session:
     """Return the session of the current request, opening it on first use."""
     if "db_session" not in g:
@@ -107,10 +111,20 @@ def get_session() -> Session:
     return g.db_session
 
 
-def close_session(_exc: BaseException | None = None) -> None:
-    """Close the request's session, returning its connection to the pool."""
+def close_session(exc: BaseException | None = None) -> None:
+    """End the request's transaction and close its session, returning its connection to the pool."""
     session = g.pop("db_session", None)
-    if session is not None:
+    if session is None:
+        return
+    try:
+        if exc is None and session.info.get(_READ_ONLY) and session.in_transaction():
+            # The database itself refused any write in this transaction, so COMMIT ends it as
+            # ROLLBACK would; but psycopg deallocates every prepared statement on a ROLLBACK,
+            # which made PostgreSQL plan each request's statements afresh.
+            session.commit()
+    except SQLAlchemyError:
+        pass  # close() below rolls back; the response has been built already
+    finally:
         session.close()
 
 
@@ -186,12 +200,14 @@ def begin_snapshot(session: Session) -> None:
     The caches are keyed by the versions a request reads first, so the versions, the
     counts and the page must come from the same data. A SQLite read transaction already
     is one snapshot; under PostgreSQL's READ COMMITTED each statement has its own, so the
-    transaction is REPEATABLE READ (the pool resets the level when the connection returns).
+    transaction is REPEATABLE READ, and READ ONLY (the pool resets both when the connection returns).
     """
     bind = session.get_bind()
     # A session joined to a transaction its caller owns reads in that transaction's snapshot.
     if bind.dialect.name == "postgresql" and isinstance(bind, Engine) and not session.in_transaction():
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        # READ ONLY too: a request only reads, and close_session may then end it with COMMIT.
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        session.info[_READ_ONLY] = True
 
 
 def current_data_version(session: Session) -> str:

@@ -1,0 +1,78 @@
+"""How a request's database transaction ends: reads commit (PostgreSQL keeps its plans), writes never do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import InternalError
+
+from southrock_api import create_app, schema
+from southrock_api.db import begin_snapshot, close_session, get_database, get_session
+from southrock_api.models import Course
+from tests import databases, worlds
+
+REQUESTS = 8  # psycopg prepares a statement after its fifth execution on a connection
+
+
+def _app(url: str):  # type: ignore[no-untyped-def]
+    app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://", "RATE_LIMIT": "1000 per minute"})
+    schema.upgrade(app)
+    return app
+
+
+def test_postgresql_plans_a_page_once_for_many_requests(tmp_path: Path) -> None:
+    """The page statement stays prepared across requests: psycopg drops every one on a ROLLBACK."""
+    with databases.postgres_database(tmp_path) as url:
+        app = _app(url)
+        with get_database(app).session_factory() as session:
+            world = worlds.build(session)
+        client = app.test_client()
+        headers = {"Authorization": world.tokens["EDU"].authorization}
+        for _ in range(REQUESTS):
+            response = client.get("/api/v1/enrolments?limit=3&start=2", headers=headers, base_url="https://localhost")
+            assert response.status_code == 200
+        # Requests one after another all used the pool's one connection; so does this.
+        with get_database(app).engine.connect() as connection:
+            others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            assert connection.exec_driver_sql(others).scalar() == 0
+            prepared = connection.exec_driver_sql(
+                "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements"
+            ).all()
+        get_database(app).engine.dispose()
+    pages = [uses for statement, uses in prepared if "FROM enrolments" in statement]
+    # Prepared after the fifth request and used by every later one: one server-side statement.
+    assert pages == [REQUESTS - 5]
+
+
+def test_a_request_snapshot_on_postgresql_refuses_writes(tmp_path: Path) -> None:
+    """The transaction a request reads in is READ ONLY, so ending it with COMMIT can never write."""
+    with databases.postgres_database(tmp_path) as url:
+        app = _app(url)
+        with app.test_request_context():
+            session = get_session()
+            begin_snapshot(session)
+            with pytest.raises(InternalError, match="read-only transaction"):
+                session.execute(text("INSERT INTO courses (code, description) VALUES ('X', 'x')"))
+            close_session(None)  # the failed transaction is rolled back, not an error
+        with app.test_request_context():
+            assert get_session().execute(text("SELECT count(*) FROM courses")).scalar() == 0
+            close_session(None)
+        get_database(app).engine.dispose()
+
+
+def test_a_session_that_may_write_is_never_committed_by_the_request_end(tmp_path: Path, backend: str) -> None:
+    """Outside a read-only snapshot, whatever a request left pending (flushed or not) is rolled back."""
+    with databases.fresh_database(backend, tmp_path) as url:
+        app = _app(url)
+        with app.test_request_context():
+            session = get_session()
+            session.add(Course(code="FLUSHED", description="never committed"))
+            session.flush()
+            session.add(Course(code="PENDING", description="never committed"))
+            close_session(None)
+        with app.test_request_context():
+            assert get_session().execute(text("SELECT count(*) FROM courses")).scalar() == 0
+            close_session(None)
+        get_database(app).engine.dispose()
