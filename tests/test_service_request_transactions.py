@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import InternalError
 
 from southrock_api import create_app, schema
 from southrock_api.db import begin_snapshot, close_session, get_database, get_session
-from southrock_api.models import Course
+from southrock_api.models import ApiToken, Course
 from tests import databases, worlds
 
 REQUESTS = 8  # psycopg prepares a statement after its fifth execution on a connection
@@ -44,6 +44,27 @@ def test_postgresql_plans_a_page_once_for_many_requests(tmp_path: Path) -> None:
     pages = [uses for statement, uses in prepared if "FROM enrolments" in statement]
     # Prepared after the fifth request and used by every later one: one server-side statement.
     assert pages == [REQUESTS - 5]
+
+
+def test_a_read_only_request_leaves_its_connection_writable(tmp_path: Path) -> None:
+    """The pool's one connection ran the request READ ONLY, then writes the token's last use."""
+    with databases.postgres_database(tmp_path) as url:
+        app = _app(url)
+        with get_database(app).session_factory() as session:
+            world = worlds.build(session)
+        issued = world.tokens["EDU"]
+        response = app.test_client().get(
+            "/api/v1/enrolments", headers={"Authorization": issued.authorization}, base_url="https://localhost"
+        )
+        assert response.status_code == 200
+        response.close()  # the last-used write runs once the response is sent
+        with get_database(app).engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
+            last_used = connection.execute(
+                select(ApiToken.last_used_at).where(ApiToken.public_key == issued.public_key)
+            ).scalar()
+        get_database(app).engine.dispose()
+    assert last_used is not None
 
 
 def test_a_request_snapshot_on_postgresql_refuses_writes(tmp_path: Path) -> None:
