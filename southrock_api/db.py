@@ -100,10 +100,6 @@ def get_database(app: Flask | None = None) -> Database:
     return (app or current_app).extensions["southrock_db"]
 
 
-# Marks a session whose transaction begin_snapshot made READ ONLY.
-_READ_ONLY = "read only"
-
-
 def get_session() -> Session:
     """Return the session of the current request, opening it on first use."""
     if "db_session" not in g:
@@ -111,21 +107,28 @@ def get_session() -> Session:
     return g.db_session
 
 
-def close_session(exc: BaseException | None = None) -> None:
+def close_session(_exc: BaseException | None = None) -> None:
     """End the request's transaction and close its session, returning its connection to the pool."""
     session = g.pop("db_session", None)
     if session is None:
         return
     try:
-        if exc is None and session.info.get(_READ_ONLY) and session.in_transaction():
-            # The database itself refused any write in this transaction, so COMMIT ends it as
+        if _read_only(session):
+            # The database itself refuses any write in this transaction, so COMMIT ends it as
             # ROLLBACK would; but psycopg deallocates every prepared statement on a ROLLBACK,
-            # which made PostgreSQL plan each request's statements afresh.
+            # which made PostgreSQL parse and plan each request's statements afresh.
             session.commit()
     except SQLAlchemyError:
         pass  # close() below rolls back; the response has been built already
     finally:
         session.close()
+
+
+def _read_only(session: Session) -> bool:
+    """Whether the session's current transaction is one begin_snapshot made READ ONLY."""
+    if not session.in_transaction():
+        return False
+    return bool(session.connection().get_execution_options().get("postgresql_readonly"))
 
 
 def execute_compiled(dbapi_connection: Any, compiled: SQLCompiler, parameters: Mapping[str, Any]) -> list[Any]:
@@ -207,7 +210,6 @@ def begin_snapshot(session: Session) -> None:
     if bind.dialect.name == "postgresql" and isinstance(bind, Engine) and not session.in_transaction():
         # READ ONLY too: a request only reads, and close_session may then end it with COMMIT.
         session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
-        session.info[_READ_ONLY] = True
 
 
 def current_data_version(session: Session) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from southrock_api import schema
-from southrock_api.db import failure_reason, get_session
+from southrock_api.db import begin_snapshot, failure_reason, get_session
 from southrock_api.ratelimit import get_limiter
 
 bp = Blueprint("health", __name__)
@@ -48,7 +48,11 @@ class _Problem:
 def _database_ok() -> tuple[bool, bool]:
     """Whether the database answers, and whether its schema is one this release serves."""
     try:
-        connection = get_session().connection()
+        session = get_session()
+        # Read-only like an API request's, so it too ends with COMMIT: a probe's ROLLBACK would
+        # drop the prepared statements of the pooled connection it borrowed (see db.close_session).
+        begin_snapshot(session)
+        connection = session.connection()
         connection.execute(text("SELECT 1"))
     except SQLAlchemyError as error:
         _Problem.report(f"the database does not answer: {failure_reason(error)}")
