@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, text
 from sqlalchemy.exc import InternalError
 
@@ -16,7 +17,7 @@ from tests import databases, worlds
 REQUESTS = 10  # more than psycopg's prepare_threshold (5): it prepares a statement run that often
 
 
-def _app(url: str):  # type: ignore[no-untyped-def]
+def _app(url: str) -> Flask:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://", "RATE_LIMIT": "1000 per minute"})
     schema.upgrade(app)
     return app
