@@ -45,7 +45,7 @@ limit_request_field_size = 8190
 
 def post_worker_init(worker: Any) -> None:
     """Cut keys out of what gunicorn logs about requests it cannot parse (their raw line or header)."""
-    from southrock_api.logs import RedactKeys
+    from southrock_api.api.logs import RedactKeys
 
     logging.getLogger("gunicorn.error").addFilter(RedactKeys())
 
@@ -55,9 +55,9 @@ def post_fork(server: Any, worker: Any) -> None:
     app = worker.app.callable  # None unless the master loaded the app before forking
     if app is None:
         return
-    from southrock_api.db import get_database
-    from southrock_api.ratelimit import get_limiter
-    from southrock_api.ratelimit_store import SQLStorage
+    from southrock_api.data.db import get_database
+    from southrock_api.api.ratelimit import get_limiter
+    from southrock_api.api.ratelimit_store import SQLStorage
 
     get_database(app).dispose()
     storage = get_limiter(app).storage

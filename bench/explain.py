@@ -3,7 +3,7 @@
     python bench/explain.py [--quick] [--database sqlite|postgresql|both]
 
 SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN (ANALYZE, BUFFERS). The statements are
-the ones southrock_api.enrolments runs, compiled for each dialect, with the parameters
+the ones southrock_api.report.summary runs, compiled for each dialect, with the parameters
 of a page in the middle of the root business unit's result. docs/architecture.md quotes
 this output.
 """
@@ -28,10 +28,10 @@ from sqlalchemy.engine import Dialect  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from southrock_api import create_app  # noqa: E402
-from southrock_api.db import current_data_version, get_database  # noqa: E402
-from southrock_api.enrolments import Filters, SortKey, _completed, _page_query, _page_statement, _plan, _Slice  # noqa: E402
-from southrock_api.models import BusinessUnit, Enrolment  # noqa: E402
-from southrock_api.visibility import hierarchy  # noqa: E402
+from southrock_api.data.db import current_data_version, get_database  # noqa: E402
+from southrock_api.report.summary import Filters, SortKey, _completed, _page_query, _page_statement, _plan, _Slice  # noqa: E402
+from southrock_api.data.models import BusinessUnit, Enrolment  # noqa: E402
+from southrock_api.report.visibility import hierarchy  # noqa: E402
 from tests import databases  # noqa: E402
 
 FULL_ENROLMENTS = 1_250_000

@@ -31,10 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from southrock_api import create_app, schema  # noqa: E402
-from southrock_api.db import get_database  # noqa: E402
-from southrock_api.demo import write_demo_csvs  # noqa: E402
-from southrock_api.importer import FILES, SQLITE_IMPORT_CACHE_KIB, import_directory  # noqa: E402
+from southrock_api import create_app  # noqa: E402
+from southrock_api.data import migrations  # noqa: E402
+from southrock_api.data.db import get_database  # noqa: E402
+from southrock_api.data.demo import write_demo_csvs  # noqa: E402
+from southrock_api.data.importer import FILES, SQLITE_IMPORT_CACHE_KIB, import_directory  # noqa: E402
 
 BATCH_ROWS = 10_000
 
@@ -137,7 +138,7 @@ def raw_schema_load(data: Path, database: Path, indexes_after: bool = False) -> 
 
 def _migrated(database: Path) -> Callable[[Path], None]:
     app = create_app({"DATABASE_URL": f"sqlite:///{database}", "RATELIMIT_STORAGE_URI": "memory://"})
-    schema.upgrade(app)
+    migrations.upgrade(app)
     get_database(app).engine.dispose()
 
     def run(data: Path) -> None:

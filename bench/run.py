@@ -57,12 +57,14 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from southrock_api import create_app, schema, tokens  # noqa: E402
-from southrock_api.db import current_data_version, get_database  # noqa: E402
-from southrock_api.demo import write_demo_csvs  # noqa: E402
-from southrock_api.importer import import_directory  # noqa: E402
-from southrock_api.models import BusinessUnit  # noqa: E402
-from southrock_api.visibility import Hierarchy, WorkUnitInfo  # noqa: E402
+from southrock_api import create_app  # noqa: E402
+from southrock_api.admin import tokens  # noqa: E402
+from southrock_api.data import migrations  # noqa: E402
+from southrock_api.data.db import current_data_version, get_database  # noqa: E402
+from southrock_api.data.demo import write_demo_csvs  # noqa: E402
+from southrock_api.data.importer import import_directory  # noqa: E402
+from southrock_api.data.models import BusinessUnit  # noqa: E402
+from southrock_api.report.visibility import Hierarchy, WorkUnitInfo  # noqa: E402
 from tests import databases, servers  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
@@ -192,7 +194,7 @@ def import_benchmark(csvs: Path) -> str:
 
 def _import(url: str, csvs: Path) -> None:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
-    schema.upgrade(app)
+    migrations.upgrade(app)
     with app.app_context(), get_database(app).session_factory() as session:
         import_directory(session, csvs, progress=False)
     get_database(app).engine.dispose()
@@ -234,7 +236,7 @@ def libpq(url: str) -> str:
 def migrate_and_analyze(url: str) -> None:
     """Apply pending migrations; refresh planner statistics (and PostgreSQL's visibility map)."""
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
-    schema.upgrade(app)
+    migrations.upgrade(app)
     get_database(app).engine.dispose()
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:

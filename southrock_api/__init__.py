@@ -7,7 +7,10 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from southrock_api import api, cli, config, db, docs_page, errors, health, logs, proxy, ratelimit
+from southrock_api import api, config
+from southrock_api.admin import cli
+from southrock_api.apidocs import page
+from southrock_api.data import db
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -16,9 +19,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # package, which for an installed (not editable) package is inside the virtualenv: a
     # deployment names a folder that outlives its releases.
     instance = os.environ.get("SOUTHROCK_INSTANCE_PATH")
-    app = Flask(__name__, instance_relative_config=True, instance_path=os.path.abspath(instance) if instance else None)
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance) if instance else None,
+        static_folder=None,  # the /docs page serves its own (apidocs/static)
+    )
     # Private when this creates it: the SQLite files in it hold learners' personal data.
     os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    _configure(app, test_config)
+    db.init_app(app)
+    api.init_app(app)
+    page.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _configure(app: Flask, test_config: Mapping[str, Any] | None) -> None:
+    """Load and check the settings; set what the spec fixes about URLs, methods and JSON."""
     app.config.from_mapping(config.defaults(app.instance_path))
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -34,16 +52,3 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # spec §18: unsupported methods, OPTIONS included, are E2030 rather than an automatic answer.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # spec §10: UTF-8 on the wire
-
-    logs.init_app(app)
-    proxy.init_app(app)
-    db.init_app(app)
-    errors.init_app(app)
-    # Order matters: authentication must run before the limiter's before_request
-    # so that only authenticated requests spend the site's bucket.
-    api.init_app(app)
-    ratelimit.init_app(app)
-    health.init_app(app)
-    docs_page.init_app(app)
-    cli.init_app(app)
-    return app

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from southrock_api import create_app
-from southrock_api.db import get_database, make_engine
+from southrock_api.data.db import get_database, make_engine
 from tests import databases
 
 
@@ -47,9 +47,9 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pytest.fail("PostgreSQL is not reachable at " + databases.POSTGRES_ADMIN_URL)
     with databases.fresh_database(backend, tmp_path_factory.mktemp("db")) as url:
         app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://", "TESTING": True})
-        from southrock_api import schema
+        from southrock_api.data import migrations
 
-        schema.upgrade(app)
+        migrations.upgrade(app)
         get_database(app).engine.dispose()
         yield url
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from southrock_api.db import bump_data_version
-from southrock_api.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
-from southrock_api.tokens import IssuedToken, create_token
+from southrock_api.data.db import bump_data_version
+from southrock_api.data.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
+from southrock_api.admin.tokens import IssuedToken, create_token
 
 _ids = itertools.count(1)
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from southrock_api.tokens import IssuedToken
+from southrock_api.admin.tokens import IssuedToken
 from tests import factories
 
 STATUSES = ("COMPLETED", "COMPLETED", "COMPLETED", "IN_PROGRESS", "WITHDRAWN")

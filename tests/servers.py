@@ -17,9 +17,10 @@ from typing import Iterator, Mapping
 import requests
 from flask import Flask
 
-from southrock_api import create_app, schema
-from southrock_api.db import get_database
-from southrock_api.tokens import IssuedToken
+from southrock_api import create_app
+from southrock_api.data import migrations
+from southrock_api.data.db import get_database
+from southrock_api.admin.tokens import IssuedToken
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ def free_port() -> int:
 def migrated_app(database_url: str, **config: object) -> Flask:
     """An app on a fresh database with the schema applied, for arranging committed data."""
     app = create_app({"DATABASE_URL": database_url, "RATELIMIT_STORAGE_URI": "memory://", **config})
-    schema.upgrade(app)
+    migrations.upgrade(app)
     return app
 
 

@@ -1,4 +1,4 @@
-"""southrock_api.client end to end against the real app served by gunicorn."""
+"""southrock_api.integrations.client end to end against the real app served by gunicorn."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from southrock_api.client import DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
-from southrock_api.db import bump_data_version, get_database
+from southrock_api.integrations.client import DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.data.db import bump_data_version, get_database
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, free_port, gunicorn, migrated_app

@@ -10,8 +10,8 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from southrock_api.demo import sizes_for, write_demo_csvs
-from southrock_api.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
+from southrock_api.data.demo import sizes_for, write_demo_csvs
+from southrock_api.data.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
 
 FILES = ("business_units.csv", "work_units.csv", "courses.csv", "learners.csv", "enrolments.csv")
 

@@ -19,10 +19,10 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from southrock_api.db import get_database
-from southrock_api.errors import CATALOGUE
-from southrock_api.schemas import EnrolmentQuerySchema
-from southrock_api.tokens import IssuedToken
+from southrock_api.data.db import get_database
+from southrock_api.api.errors import CATALOGUE
+from southrock_api.api.rendering import EnrolmentQuerySchema
+from southrock_api.admin.tokens import IssuedToken
 from tests import databases, factories, servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

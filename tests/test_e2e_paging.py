@@ -11,7 +11,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from southrock_api.db import get_database
+from southrock_api.data.db import get_database
 from tests import databases, hierarchies, servers
 
 pytestmark = pytest.mark.e2e

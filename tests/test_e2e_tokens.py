@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from southrock_api.db import get_database
+from southrock_api.data.db import get_database
 from tests import databases, factories, servers
 
 pytestmark = pytest.mark.e2e

@@ -20,9 +20,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from southrock_api.client import SPEC_FIELDS, EnrolmentStream
-from southrock_api.db import bump_data_version, get_database
-from southrock_api.export import EXPORT_ATTEMPTS, export_command
+from southrock_api.integrations.client import SPEC_FIELDS, EnrolmentStream
+from southrock_api.data.db import bump_data_version, get_database
+from southrock_api.integrations.export import EXPORT_ATTEMPTS, export_command
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, gunicorn, migrated_app

@@ -15,7 +15,7 @@ from flask.testing import FlaskCliRunner, FlaskClient
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import (
+from southrock_api.data.db import (
     begin_snapshot,
     bump_data_version,
     bump_tokens_version,
@@ -24,9 +24,9 @@ from southrock_api.db import (
     get_session,
     read_versions,
 )
-from southrock_api.demo import write_demo_csvs
-from southrock_api.importer import MAX_PROBLEMS, ImportFailed, import_directory
-from southrock_api.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
+from southrock_api.data.demo import write_demo_csvs
+from southrock_api.data.importer import MAX_PROBLEMS, ImportFailed, import_directory
+from southrock_api.data.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, migrated_app

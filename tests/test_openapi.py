@@ -12,10 +12,10 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from sqlalchemy.orm import Session
 
-from southrock_api.docs_page import resolve_ref
-from southrock_api.errors import CATALOGUE
-from southrock_api.openapi import ENROLMENTS_PATH, WHOAMI_PATH
-from southrock_api.schemas import (
+from southrock_api.apidocs.page import resolve_ref
+from southrock_api.api.errors import CATALOGUE
+from southrock_api.apidocs.openapi import ENROLMENTS_PATH, WHOAMI_PATH
+from southrock_api.api.rendering import (
     BusinessUnitSchema,
     EnrolmentQuerySchema,
     EnrolmentSchema,

@@ -12,7 +12,7 @@ import redis
 from limits.storage import storage_from_string
 from sqlalchemy import func, insert, select
 
-from southrock_api.ratelimit_store import RedisWindowStorage, SQLStorage, counters
+from southrock_api.api.ratelimit_store import RedisWindowStorage, SQLStorage, counters
 from tests import databases
 
 
@@ -151,7 +151,7 @@ def test_a_redis_window_is_fixed_from_its_first_increment(redis_store: RedisWind
 def test_an_increment_is_recalled_only_briefly(store: SQLStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import update
 
-    from southrock_api import ratelimit_store
+    from southrock_api.api import ratelimit_store
 
     clock = [1000.0]
     monkeypatch.setattr(ratelimit_store.time, "monotonic", lambda: clock[0])

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import bump_data_version, current_data_version, get_database
-from southrock_api import enrolments
-from southrock_api.enrolments import Filters, SortKey, fetch_page
-from southrock_api.models import COMPLETED, BusinessUnit, Course, Enrolment, Learner, WorkUnit
-from southrock_api.schemas import EnrolmentSchema, RowRenderer, enrolment_renderer
-from southrock_api.visibility import WorkUnitInfo, hierarchy
+from southrock_api.data.db import bump_data_version, current_data_version, get_database
+from southrock_api.report import summary
+from southrock_api.report.summary import Filters, SortKey, fetch_page
+from southrock_api.data.models import COMPLETED, BusinessUnit, Course, Enrolment, Learner, WorkUnit
+from southrock_api.api.rendering import EnrolmentSchema, RowRenderer, enrolment_renderer
+from southrock_api.report.visibility import WorkUnitInfo, hierarchy
 from tests import factories, hierarchies
 
 FIRST_DAY = dt.date(2020, 1, 1)
@@ -165,14 +165,14 @@ def test_the_total_is_counted_once_per_data_version_and_filters(
 def page_queries(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The parameters of every page statement fetch_page runs (it runs them on the DB-API cursor)."""
     seen: list[dict[str, Any]] = []
-    real = enrolments._page_query
+    real = summary._page_query
 
     def spy(slices: list[Any], filters: Filters) -> Any:
         shape, parameters = real(slices, filters)
         seen.append({name: value for name, value in parameters.items() if value is not None})
         return shape, parameters
 
-    monkeypatch.setattr(enrolments, "_page_query", spy)
+    monkeypatch.setattr(summary, "_page_query", spy)
     return seen
 
 
@@ -223,7 +223,7 @@ def test_the_row_renderer_dumps_what_the_schema_dumps(completed_on: dt.date, hun
 
 def test_the_report_caches_keep_only_the_most_recently_used_entries() -> None:
     """Per-unit counts and running totals are bounded per worker, whatever the number of queries."""
-    from southrock_api.enrolments import _Recent
+    from southrock_api.report.summary import _Recent
 
     recent = _Recent(2)
     recent.put("a", 1)

@@ -18,9 +18,9 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import Base, get_database
-from southrock_api.models import Enrolment, RtopilotPush
-from southrock_api.rtopilot import INCOMPLETE_EXIT_CODE, endpoint_url, settings_from_config, target_of
+from southrock_api.data.db import Base, get_database
+from southrock_api.data.models import Enrolment, RtopilotPush
+from southrock_api.integrations.rtopilot import INCOMPLETE_EXIT_CODE, endpoint_url, settings_from_config, target_of
 from tests import factories
 from tests.databases import fresh_database
 from tests.fake_rtopilot import FakeRtopilot, running
@@ -428,7 +428,7 @@ def test_a_long_rtopilot_error_is_cut_to_the_stored_length() -> None:
 
     import requests
 
-    from southrock_api.rtopilot import MAX_ERROR_LENGTH, _error_message
+    from southrock_api.integrations.rtopilot import MAX_ERROR_LENGTH, _error_message
 
     response = requests.Response()
     response.status_code, response.reason = 400, "Bad Request"

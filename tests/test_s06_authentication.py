@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from southrock_api import create_app
-from southrock_api.auth import TokenCache, authenticate, parse_basic
-from southrock_api.db import bump_data_version, bump_tokens_version, read_versions
-from southrock_api.errors import ApiError
-from southrock_api.models import ApiToken
-from southrock_api.tokens import create_token, hash_private_key, revoke_token, rotate_token
+from southrock_api.api.auth import TokenCache, authenticate, parse_basic
+from southrock_api.data.db import bump_data_version, bump_tokens_version, read_versions
+from southrock_api.api.errors import ApiError
+from southrock_api.data.models import ApiToken
+from southrock_api.admin.tokens import create_token, hash_private_key, revoke_token, rotate_token
 from tests import factories
 
 
@@ -144,7 +144,7 @@ def test_unknown_public_key_takes_the_same_comparison_path(
 ) -> None:
     import hmac
 
-    from southrock_api import auth
+    from southrock_api.api import auth
 
     compared: list[tuple[int, int]] = []
     original = hmac.compare_digest

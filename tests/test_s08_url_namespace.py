@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from southrock_api.db import get_database
+from southrock_api.data.db import get_database
 from tests import factories
 
 
@@ -125,7 +125,7 @@ def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, auth
     ],
 )
 def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, names: list[str] | None) -> None:
-    from southrock_api.proxy import host_names
+    from southrock_api.api.proxy import host_names
 
     assert host_names(setting) == names  # type: ignore[arg-type]
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import bump_data_version, get_database
-from southrock_api.models import WorkUnit
+from southrock_api.data.db import bump_data_version, get_database
+from southrock_api.data.models import WorkUnit
 from tests import factories, hierarchies
 
 LINK = re.compile(r'<([^>]+)>; rel="(\w+)"')

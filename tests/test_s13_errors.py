@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from southrock_api import errors
+from southrock_api.api import errors
 
 
 def test_the_catalogue_is_the_spec_table() -> None:

@@ -111,7 +111,7 @@ def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # 
 
 def test_the_window_is_fixed_and_the_first_request_after_it_starts_the_next(app, tokens, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from southrock_api import create_app
-    from southrock_api.db import get_database
+    from southrock_api.data.db import get_database
 
     config = {**app.config, "RATE_LIMIT": "2 per 2 seconds", "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'rl.sqlite'}"}
     short = create_app(config)
@@ -137,7 +137,7 @@ def test_paths_outside_the_api_namespace_carry_no_rate_limit_headers(client: Fla
 
 def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, tokens) -> None:  # type: ignore[no-untyped-def]
     from southrock_api import create_app
-    from southrock_api.db import get_database
+    from southrock_api.data.db import get_database
 
     behind_proxy = create_app({**app.config, "TRUSTED_PROXIES": "10.0.0.1"})
     get_database(behind_proxy).engine.dispose()

@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from southrock_api.models import BusinessUnit, WorkUnit
+from southrock_api.data.models import BusinessUnit, WorkUnit
 from tests import factories, worlds
 
 FIELDS = {

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from southrock_api import create_app, schema
+from southrock_api import create_app
+from southrock_api.data import migrations
 from southrock_api.config import ConfigError
 from tests import servers
 
@@ -135,7 +136,7 @@ def test_a_database_that_does_not_answer_is_logged_by_the_readiness_probe(tmp_pa
 
 
 def test_a_reason_for_not_being_ready_is_logged_once_not_per_probe(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from southrock_api import health
+    from southrock_api.api import health
 
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "RATELIMIT_STORAGE_URI": "memory://"})
     health._Problem.report(None)  # this process was last ready (other tests probe in it too)
@@ -144,7 +145,7 @@ def test_a_reason_for_not_being_ready_is_logged_once_not_per_probe(tmp_path: Pat
         for _ in range(5):
             assert client.get("/readyz").status_code == 503
         assert caplog.text.count("not ready: the database is not migrated for this release") == 1
-        schema.upgrade(app)
+        migrations.upgrade(app)
         assert client.get("/readyz").status_code == 200
         (tmp_path / "empty.sqlite").unlink()  # gone: a new empty file, never migrated, appears
         servers.dispose(app)
@@ -172,7 +173,7 @@ def test_the_gunicorn_configuration_imports_nothing_of_the_application() -> None
 def test_a_database_failure_without_a_message_is_named_by_its_type() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from southrock_api.db import failure_reason
+    from southrock_api.data.db import failure_reason
 
     assert failure_reason(OperationalError("SELECT 1", {}, ConnectionResetError())) == "ConnectionResetError"
     assert failure_reason(OperationalError("SELECT 1", {}, Exception("server closed\nthe connection"))) == "server closed"

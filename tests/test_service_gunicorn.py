@@ -14,9 +14,10 @@ import pytest
 import requests
 from flask import Flask
 
-from southrock_api import create_app, schema
-from southrock_api.db import get_database
-from southrock_api.ratelimit import get_limiter
+from southrock_api import create_app
+from southrock_api.data import migrations
+from southrock_api.data.db import get_database
+from southrock_api.api.ratelimit import get_limiter
 from tests import databases
 from tests.servers import ROOT, dispose, gunicorn, seeded_token
 
@@ -61,7 +62,7 @@ def test_sqlite_files_are_private_in_a_folder_anyone_can_read(monkeypatch: pytes
     previous = os.umask(0o022)
     try:
         app = create_app()
-        schema.upgrade(app)
+        migrations.upgrade(app)
         with get_database(app).engine.connect() as connection:  # open, so -wal and -shm exist
             connection.exec_driver_sql("PRAGMA user_version = 1")
             connection.commit()
@@ -172,7 +173,7 @@ def test_preloaded_threaded_workers_serve_concurrently_with_keep_alive(backend: 
 
 
 def test_an_in_memory_sqlite_database_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from southrock_api.db import make_engine
+    from southrock_api.data.db import make_engine
 
     monkeypatch.chdir(tmp_path)
     make_engine("sqlite:///:memory:").dispose()

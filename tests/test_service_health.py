@@ -8,9 +8,10 @@ from typing import Iterator
 import pytest
 import requests
 
-from southrock_api import create_app, schema
-from southrock_api.db import get_database
-from southrock_api.tokens import IssuedToken
+from southrock_api import create_app
+from southrock_api.data import migrations
+from southrock_api.data.db import get_database
+from southrock_api.admin.tokens import IssuedToken
 from tests import databases
 from tests.servers import dispose, free_port, gunicorn, seeded_token
 
@@ -109,9 +110,9 @@ def test_readyz_is_503_until_the_database_is_migrated_to_this_release(backend: s
                 return client.get("/readyz").get_json()["checks"]
 
             assert readiness() == {"database": True, "schema": False, "ratelimit_store": True}
-            schema.upgrade(app, "0005")
+            migrations.upgrade(app, "0005")
             assert readiness()["schema"] is False  # behind this release's migrations
-            schema.upgrade(app)
+            migrations.upgrade(app)
             assert client.get("/readyz").status_code == 200
             assert readiness() == {"database": True, "schema": True, "ratelimit_store": True}
             with get_database(app).engine.begin() as connection:  # a later release has migrated

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from southrock_api.logs import RedactKeys
-from southrock_api.tokens import IssuedToken
+from southrock_api.api.logs import RedactKeys
+from southrock_api.admin.tokens import IssuedToken
 from tests import databases
 from tests.servers import gunicorn, seeded_token
 

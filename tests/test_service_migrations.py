@@ -12,10 +12,12 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import Engine, UniqueConstraint, func, inspect, select
 
-from southrock_api import create_app, models, ratelimit_store  # noqa: F401  (registers the tables)
-from southrock_api.db import EMPTY, Base, get_database, read_versions
-from southrock_api.models import DataState
-from southrock_api.schema import alembic_config, include_name
+from southrock_api import create_app
+from southrock_api.api import ratelimit_store  # noqa: F401  (registers the tables)
+from southrock_api.data import models  # noqa: F401  (registers the tables)
+from southrock_api.data.db import EMPTY, Base, get_database, read_versions
+from southrock_api.data.models import DataState
+from southrock_api.data.migrations import alembic_config, include_name
 from tests import databases
 
 @pytest.fixture()

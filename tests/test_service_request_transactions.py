@@ -9,9 +9,10 @@ from flask import Flask
 from sqlalchemy import select, text
 from sqlalchemy.exc import InternalError
 
-from southrock_api import create_app, schema
-from southrock_api.db import begin_snapshot, close_session, get_database, get_session
-from southrock_api.models import ApiToken, Course
+from southrock_api import create_app
+from southrock_api.data import migrations
+from southrock_api.data.db import begin_snapshot, close_session, get_database, get_session
+from southrock_api.data.models import ApiToken, Course
 from tests import databases, worlds
 
 REQUESTS = 10  # more than psycopg's prepare_threshold (5): it prepares a statement run that often
@@ -19,7 +20,7 @@ REQUESTS = 10  # more than psycopg's prepare_threshold (5): it prepares a statem
 
 def _app(url: str) -> Flask:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://", "RATE_LIMIT": "1000 per minute"})
-    schema.upgrade(app)
+    migrations.upgrade(app)
     return app
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from southrock_api.tokens import IssuedToken
+from southrock_api.admin.tokens import IssuedToken
 from tests import factories
 
 

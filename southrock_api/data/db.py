@@ -187,7 +187,7 @@ def read_versions(session: Session) -> Versions:
     """Read both versions in one statement, in the session's transaction."""
     global _versions
     if _versions is None:
-        from southrock_api.models import DataState
+        from southrock_api.data.models import DataState
 
         _versions = Prepared(
             select(DataState.version, DataState.tokens_version).where(DataState.id == 1)
@@ -218,7 +218,7 @@ def current_data_version(session: Session) -> str:
 
 
 def _bump(session: Session, column: str) -> str:
-    from southrock_api.models import DataState
+    from southrock_api.data.models import DataState
 
     # A random token, not a counter: a rolled-back transaction can never make
     # two different states share a version.

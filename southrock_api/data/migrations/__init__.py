@@ -1,4 +1,4 @@
-"""Schema migrations with Alembic, driven from the app's engine."""
+"""The schema's Alembic migrations (env.py, versions/) and the helpers that run and check them."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from southrock_api.db import Base, failure_reason, get_database
+from southrock_api.data.db import Base, failure_reason, get_database
 
 log = logging.getLogger(__name__)
-SCRIPT_LOCATION = os.path.join(os.path.dirname(__file__), "migrations")
+SCRIPT_LOCATION = os.path.dirname(__file__)
 
 
 def include_name(name: str | None, type_: str, _parent: Mapping[str, str | None]) -> bool:

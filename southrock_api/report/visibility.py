@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from southrock_api.models import BusinessUnit, WorkUnit
+from southrock_api.data.models import BusinessUnit, WorkUnit
 
 
 @dataclass(frozen=True)

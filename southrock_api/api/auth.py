@@ -15,10 +15,10 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from southrock_api.db import Versions
-from southrock_api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
-from southrock_api.models import ApiToken, BusinessUnit, WorkUnit
-from southrock_api.tokens import PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX, as_utc, hash_private_key
+from southrock_api.data.db import Versions
+from southrock_api.api.errors import AUTHENTICATION_FAILED, BAD_TOKEN_TYPE, ApiError
+from southrock_api.data.models import ApiToken, BusinessUnit, WorkUnit
+from southrock_api.admin.tokens import PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX, as_utc, hash_private_key
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlencode
 
-from southrock_api.characters import INVISIBLE
-from southrock_api.enrolments import SortKey
-from southrock_api.errors import BAD_PARAMETER, ApiError
-from southrock_api.models import CODE_LENGTH
+from southrock_api.data.models import INVISIBLE
+from southrock_api.report.summary import SortKey
+from southrock_api.api.errors import BAD_PARAMETER, ApiError
+from southrock_api.data.models import CODE_LENGTH
 
 PAGING_PARAMETERS = ("start", "limit", "after")
 MAX_QUERY_PAIRS = 2000

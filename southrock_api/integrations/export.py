@@ -16,7 +16,7 @@ from typing import IO, Callable, Iterable, Iterator
 
 import click
 
-from southrock_api.client import (
+from southrock_api.integrations.client import (
     MAX_PAGE_SIZE,
     SPEC_FIELDS,
     DataChanged,

@@ -14,9 +14,9 @@ from flask_limiter import ApplicationLimit, Limiter
 from limits import RateLimitItem, parse
 from limits.errors import ConfigurationError
 
-from southrock_api import ratelimit_store  # noqa: F401  (registers the sqlite:// and postgresql:// stores)
+from southrock_api.api import ratelimit_store  # noqa: F401  (registers the sqlite:// and postgresql:// stores)
 from southrock_api.config import ConfigError
-from southrock_api.errors import RATE_LIMITED, ApiError, in_api_namespace
+from southrock_api.api.errors import RATE_LIMITED, ApiError, in_api_namespace
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from southrock_api.proxy import TRUSTED_PEER
+from southrock_api.api.proxy import TRUSTED_PEER
 
 access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.

@@ -26,9 +26,9 @@ from sqlalchemy import Connection, Executable, Insert, Table, bindparam, func, i
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from southrock_api.characters import INVISIBLE
-from southrock_api.db import bump_data_version
-from southrock_api.models import (
+from southrock_api.data.models import INVISIBLE
+from southrock_api.data.db import bump_data_version
+from southrock_api.data.models import (
     CODE_LENGTH,
     COMPLETED,
     ENROLMENT_STATUSES,

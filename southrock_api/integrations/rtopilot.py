@@ -23,9 +23,9 @@ from flask.cli import with_appcontext
 from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from southrock_api.client import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
-from southrock_api.models import COMPLETED, Enrolment, RtopilotPush
-from southrock_api.schema import migrated_session
+from southrock_api.integrations.client import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
+from southrock_api.data.models import COMPLETED, Enrolment, RtopilotPush
+from southrock_api.data.migrations import migrated_session
 
 # RTOPilot public API: "64-character hex strings prefixed with rtop_".
 API_KEY_PATTERN = re.compile(r"rtop_[0-9a-fA-F]{64}")

@@ -8,9 +8,9 @@ from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from southrock_api import schema
-from southrock_api.db import begin_snapshot, failure_reason, get_session
-from southrock_api.ratelimit import get_limiter
+from southrock_api.data import migrations
+from southrock_api.data.db import begin_snapshot, failure_reason, get_session
+from southrock_api.api.ratelimit import get_limiter
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def _database_ok() -> tuple[bool, bool]:
         _Problem.report(f"the database does not answer: {failure_reason(error)}")
         return False, False
     try:
-        migrated = schema.serves(connection)
+        migrated = migrations.serves(connection)
     except SQLAlchemyError as error:
         _Problem.report(f"the schema cannot be read: {failure_reason(error)}")
         return True, False
-    _Problem.report(None if migrated else str(schema.NotMigrated()))
+    _Problem.report(None if migrated else str(migrations.NotMigrated()))
     return True, migrated
 
 

@@ -42,10 +42,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from southrock_api.db import execute_compiled
-from southrock_api.models import COMPLETED, Course, Enrolment, Learner
-from southrock_api.schemas import enrolment_renderer
-from southrock_api.visibility import WorkUnitInfo
+from southrock_api.data.db import execute_compiled
+from southrock_api.data.models import COMPLETED, Course, Enrolment, Learner
+from southrock_api.api.rendering import enrolment_renderer
+from southrock_api.report.visibility import WorkUnitInfo
 
 
 @dataclass(frozen=True)

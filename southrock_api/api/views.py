@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from southrock_api import paging, ratelimit
-from southrock_api.auth import (
+from southrock_api.api import paging, ratelimit
+from southrock_api.api.auth import (
     Principal,
     TokenCache,
     authenticate,
@@ -17,16 +17,16 @@ from southrock_api.auth import (
     parse_basic,
     record_last_used,
 )
-from southrock_api.db import begin_snapshot, get_database, get_session, read_versions
-from southrock_api.enrolments import Filters, SortKey, fetch_page
-from southrock_api.errors import (
+from southrock_api.data.db import begin_snapshot, get_database, get_session, read_versions
+from southrock_api.report.summary import Filters, SortKey, fetch_page
+from southrock_api.api.errors import (
     AUTHENTICATION_FAILED,
     BAD_PARAMETER,
     ENDPOINT_NOT_SUPPORTED,
     ApiError,
     in_api_namespace,
 )
-from southrock_api.schemas import (
+from southrock_api.api.rendering import (
     EXPECTATIONS,
     REPEATABLE,
     business_unit_schema,
@@ -34,7 +34,7 @@ from southrock_api.schemas import (
     enrolment_renderer,
     work_unit_schema,
 )
-from southrock_api.visibility import hierarchy
+from southrock_api.report.visibility import hierarchy
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

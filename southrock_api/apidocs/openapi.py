@@ -10,7 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from limits import parse
 from marshmallow import Schema, fields
 
-from southrock_api.errors import (
+from southrock_api.api.errors import (
     AUTHENTICATION_FAILED,
     BAD_PARAMETER,
     BAD_TOKEN_TYPE,
@@ -22,7 +22,7 @@ from southrock_api.errors import (
     VERSION_NOT_SUPPORTED,
     ErrorCode,
 )
-from southrock_api.schemas import (
+from southrock_api.api.rendering import (
     DEFAULT_LIMIT,
     EXPECTATIONS,
     MAX_LIMIT,

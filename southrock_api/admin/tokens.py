@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from southrock_api.db import bump_tokens_version
-from southrock_api.models import ApiToken, BusinessUnit, TokenAudit, WorkUnit
+from southrock_api.data.db import bump_tokens_version
+from southrock_api.data.models import ApiToken, BusinessUnit, TokenAudit, WorkUnit
 
 # Recognisable prefixes let secret scanners find a leaked private key.
 PUBLIC_KEY_PREFIX = "srpk_"

@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from markupsafe import Markup, escape
 
-from southrock_api.openapi import ENROLMENTS_PATH, document_for, policy_text
+from southrock_api.apidocs.openapi import ENROLMENTS_PATH, document_for, policy_text
 
 # Outside /api: neither authenticated nor counted by the site's limiter (it counts `api` only).
-bp = Blueprint("docs", __name__)
+bp = Blueprint("docs", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 
 # A strict policy: everything the page needs is served by the app itself (no CDN, no inline code).
 CONTENT_SECURITY_POLICY = (

@@ -8,12 +8,16 @@ from typing import Optional
 from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from southrock_api.db import Base
+from southrock_api.data.db import Base
 
 COMPLETED = "COMPLETED"
 ENROLMENT_STATUSES = ("COMPLETED", "IN_PROGRESS", "ENROLLED", "WITHDRAWN")
 CODE_LENGTH = 64
 NAME_LENGTH = 255
+# Characters that look like nothing: soft hyphen, zero-width spaces and joiners, direction marks and
+# embeddings, word joiner and invisible operators, byte-order mark. A code holding one looks like a
+# code without it; the importer refuses them in codes, the API in parameter names.
+INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
 # The report's order (work unit, course, learner, SCH_ID), then every other column a page reads.
 # `status` closes both partial indexes over their own WHERE: SQLite treats an index as covering
 # only if it holds every column the query names (PostgreSQL needs no such help).

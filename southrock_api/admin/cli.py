@@ -15,13 +15,15 @@ from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from southrock_api import export, rtopilot, schema, tokens
+from southrock_api.admin import tokens
+from southrock_api.data import migrations
+from southrock_api.integrations import export, rtopilot
 from southrock_api.config import ConfigError
-from southrock_api.db import failure_reason
+from southrock_api.data.db import failure_reason
 
 
 def _session() -> Session:
-    return schema.migrated_session()
+    return migrations.migrated_session()
 
 
 @click.group("db")
@@ -36,7 +38,7 @@ def db_upgrade(revision: str) -> None:
     """Create or migrate the schema to the newest revision."""
     from flask import current_app
 
-    schema.upgrade(current_app, revision)
+    migrations.upgrade(current_app, revision)
     click.echo(f"database at revision {revision}")
 
 
@@ -46,7 +48,7 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def import_command(directory: Path, progress: bool | None) -> None:
     """Load business_units, work_units, courses, learners and enrolments CSVs from DIRECTORY."""
-    from southrock_api.importer import ImportFailed, import_directory
+    from southrock_api.data.importer import ImportFailed, import_directory
 
     show = sys.stderr.isatty() if progress is None else progress
     with _session() as session:
@@ -66,8 +68,8 @@ def import_command(directory: Path, progress: bool | None) -> None:
 @with_appcontext
 def demo_data_command(enrolment_count: int, seed: int, output: Path | None) -> None:
     """Generate a realistic, deterministic data set and import it."""
-    from southrock_api.demo import write_demo_csvs
-    from southrock_api.importer import import_directory
+    from southrock_api.data.demo import write_demo_csvs
+    from southrock_api.data.importer import import_directory
 
     if output is not None:
         write_demo_csvs(output, enrolments=enrolment_count, seed=seed)
@@ -92,9 +94,9 @@ def demo_setup_command(host: str, port: int, enrolment_count: int) -> None:
     """Load demo data into an empty database and print a working curl line for a demo token."""
     from sqlalchemy import func, select
 
-    from southrock_api.demo import write_demo_csvs
-    from southrock_api.importer import import_directory
-    from southrock_api.models import ApiToken, BusinessUnit
+    from southrock_api.data.demo import write_demo_csvs
+    from southrock_api.data.importer import import_directory
+    from southrock_api.data.models import ApiToken, BusinessUnit
 
     with _session() as session:
         if not session.scalar(select(func.count()).select_from(BusinessUnit)):
@@ -285,7 +287,7 @@ class SouthrockGroup(FlaskGroup):
         """Run the command; a mistake in the setup is one line saying what to fix, not a traceback."""
         try:
             return super().invoke(ctx)
-        except (ConfigError, schema.NotMigrated) as error:
+        except (ConfigError, migrations.NotMigrated) as error:
             raise click.ClickException(str(error)) from None
         except SQLAlchemyError as error:
             raise click.ClickException(_database_problem(error)) from None

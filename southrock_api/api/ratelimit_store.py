@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from southrock_api.db import Prepared, make_engine
+from southrock_api.data.db import Prepared, make_engine
 
 # How long after its own increment a thread may answer a read of that window from memory.
 RECENT_SECONDS = 1.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from southrock_api import models  # noqa: F401  (registers the tables)
-from southrock_api.db import Base
-from southrock_api.schema import include_name
+from southrock_api.data import models  # noqa: F401  (registers the tables)
+from southrock_api.data.db import Base
+from southrock_api.data.migrations import include_name
 
 config = context.config
 connection = config.attributes.get("connection")
