@@ -1,4 +1,4 @@
-"""The `southrock` command: thin click wrappers over schema, importer, demo data, tokens, export and the RTOPilot push."""
+"""The `southrock` command: db, import, demo-data, demo-setup and tokens are defined here; export and rtopilot come from integrations/."""
 
 from __future__ import annotations
 

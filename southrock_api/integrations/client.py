@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from southrock_api.integrations.transport import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
+
 # spec §17.1.2: the largest page the server returns.
 MAX_PAGE_SIZE = 500
 DEFAULT_TIMEOUT = 30.0
@@ -20,11 +22,6 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_BASE = 0.5
 # spec §15: windows are a minute long, so a full window is the longest wait that can be needed.
 DEFAULT_MAX_SLEEP = 60.0
-# Transient answers, worth retrying after a pause: throttling, a server error (RTOPilot documents its
-# 500s as safe to retry), and the gateway errors of a proxy in front.
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Hosts plain http:// may reach: the credentials never cross a network there.
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class SouthrockApiError(Exception):
@@ -316,11 +313,6 @@ def _not_the_api(response: requests.Response) -> SouthrockApiError:
         f"{urlsplit(response.url).path} answered {response.status_code} with {kind}, not the API's JSON: "
         "is the URL the site's API?",
     )
-
-
-def full_jitter(attempt: int, base: float, cap: float, random_source: Callable[[], float]) -> float:
-    """Backoff before retry number `attempt` (1-based): uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return random_source() * min(cap, base * 2 ** (attempt - 1))
 
 
 def _seconds(value: str | None) -> float:

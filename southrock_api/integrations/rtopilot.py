@@ -23,9 +23,10 @@ from flask.cli import with_appcontext
 from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from southrock_api.integrations.client import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
-from southrock_api.data.models import COMPLETED, Enrolment, RtopilotPush
+from southrock_api.config import ConfigError
 from southrock_api.data.migrations import migrated_session
+from southrock_api.data.models import COMPLETED, Enrolment, RtopilotPush
+from southrock_api.integrations.transport import LOOPBACK_HOSTS, RETRYABLE_STATUSES, full_jitter
 
 # RTOPilot public API: "64-character hex strings prefixed with rtop_".
 API_KEY_PATTERN = re.compile(r"rtop_[0-9a-fA-F]{64}")
@@ -36,10 +37,6 @@ POLL_SECONDS = 0.2
 INCOMPLETE_EXIT_CODE = 3
 # Longest error text kept against an enrolment: enough for RTOPilot's messages, never a whole page.
 MAX_ERROR_LENGTH = 500
-
-
-class ConfigError(click.ClickException):
-    """RTOPilot settings are missing or malformed (the message never contains the key)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ def target_of(settings: Settings) -> str:
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """Validate RTOPILOT_URL and RTOPILOT_API_KEY from the app config."""
+    """Validate RTOPILOT_URL and RTOPILOT_API_KEY from the app config; raise ConfigError (never naming the key)."""
     url = str(config.get("RTOPILOT_URL") or "")
     key = str(config.get("RTOPILOT_API_KEY") or "")
     if not url:
@@ -403,7 +400,10 @@ def sync_command(dry_run: bool, concurrency: int, progress: bool | None, everyth
     if dry_run:
         _dry_run(_dry_run_settings(current_app.config), everything)
         return
-    settings = settings_from_config(current_app.config)
+    try:
+        settings = settings_from_config(current_app.config)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     with migrated_session() as session:
         due = due_pushes(session, target_of(settings), everything)
         unchanged = count_enrolments(session) - len(due)
