@@ -17,6 +17,14 @@ RATE_LIMIT = "60 per minute"
 AUTH_FAILURE_LIMIT = "10 per minute"
 # None: a SQLite file in the instance folder (see defaults()).
 DATABASE_URL: str | None = None
+# Seconds a request may wait on the database in all: statements, locks, a server or network that
+# stopped answering. Well inside gunicorn's timeout (SOUTHROCK_TIMEOUT, 30 s), which a thread stuck
+# in a wait never trips under the gthread worker. See docs/deployment.md.
+DATABASE_TIMEOUT = 10.0
+# Seconds a command (import, tokens, rtopilot sync, …) waits for any one answer of PostgreSQL, and
+# for the write lock of a SQLite database another command (an import) holds. Long enough to
+# outlast a large site's import; a frozen database still cannot hold a command forever.
+COMMAND_TIMEOUT = 900.0
 # None: a SQLite file in the instance folder, shared by every worker on the host.
 RATELIMIT_STORAGE_URI: str | None = None
 # Refuse plain-HTTP API requests (spec §8c). Enable behind a TLS-terminating proxy.
@@ -47,7 +55,7 @@ LOG_LEVEL = "INFO"
 FLAGS = ("REQUIRE_HTTPS",)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_POSITIVE_SECONDS = ("RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS")
+_POSITIVE_SECONDS = ("DATABASE_TIMEOUT", "COMMAND_TIMEOUT", "RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS")
 # The levels both the application and gunicorn know by these names.
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DATABASES = frozenset({"sqlite", "postgresql"})

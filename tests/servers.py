@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import requests
 from flask import Flask
@@ -107,7 +107,12 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 class TcpProxy:
-    """A TCP forwarder on a local port that a test can stop and start, to cut a server off."""
+    """A TCP forwarder on a local port that a test can stop, start, freeze and thaw.
+
+    Stopped, it refuses connections and cuts the forwarded ones: a server that went away.
+    Frozen, it keeps every connection open, accepts new ones and forwards nothing: a server
+    (or the network) that stopped answering, which the kernel does not tell the client about.
+    """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -115,6 +120,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._answers_left: int | None = None
 
     def start(self) -> None:
         """Listen and forward every connection to the upstream."""
@@ -140,6 +148,36 @@ class TcpProxy:
             except OSError:
                 pass
             sock.close()
+        self.thaw()
+
+    def freeze(self, after_answers: int = 0) -> None:
+        """Stop forwarding (after passing `after_answers` more chunks from the server), closing nothing."""
+        with self._lock:
+            self._answers_left = after_answers
+            if after_answers == 0:
+                self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward again, what was held first."""
+        with self._lock:
+            self._answers_left = None
+            self._flowing.set()
+
+    def _gate(self, from_server: bool) -> bool:
+        """Wait while frozen; False once the proxy has been stopped."""
+        while True:
+            while not self._flowing.wait(0.1):
+                if self._listener is None:
+                    return False
+            if not from_server:
+                return True
+            with self._lock:
+                if self._answers_left is None:
+                    return True
+                if self._answers_left > 0:
+                    self._answers_left -= 1
+                    return True
+                self._flowing.clear()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -159,13 +197,15 @@ class TcpProxy:
                     server.close()
                     return
                 self._sockets += [client, server]
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+            for source, target, from_server in ((client, server, False), (server, client, True)):
+                threading.Thread(target=_pump, args=(source, target, self._gate, from_server), daemon=True).start()
 
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
+def _pump(source: socket.socket, target: socket.socket, gate: Callable[[bool], bool], from_server: bool) -> None:
     try:
         while data := source.recv(65536):
+            if not gate(from_server):
+                break
             target.sendall(data)
     except OSError:
         pass

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from psycopg.errors import ConnectionTimeout
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,8 @@ from southrock_api.admin import tokens
 from southrock_api.data import migrations
 from southrock_api.integrations import export, rtopilot
 from southrock_api.config import ConfigError
-from southrock_api.data.db import failure_reason
+from southrock_api.data.db import failure_reason, get_database
+from southrock_api.data.deadlines import DatabaseTimeout
 
 
 def _session() -> Session:
@@ -262,7 +264,10 @@ def init_app(app: Flask) -> None:
 def _create_app() -> Flask:
     from southrock_api import create_app
 
-    return create_app()
+    app = create_app()
+    # Commands are not requests: an import's statements may run for minutes (docs/deployment.md).
+    get_database(app).for_commands(float(app.config["COMMAND_TIMEOUT"]))
+    return app
 
 
 # The `flask.commands` entry points of the pinned requirements.
@@ -289,8 +294,9 @@ class SouthrockGroup(FlaskGroup):
             return super().invoke(ctx)
         except (ConfigError, migrations.NotMigrated) as error:
             raise click.ClickException(str(error)) from None
-        except SQLAlchemyError as error:
-            raise click.ClickException(_database_problem(error)) from None
+        except (SQLAlchemyError, DatabaseTimeout) as error:
+            seconds = float(ctx.ensure_object(ScriptInfo).load_app().config["COMMAND_TIMEOUT"])
+            raise click.ClickException(database_problem(error, seconds)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Name this application's commands (none, after one line saying why, while a setting is wrong)."""
@@ -307,7 +313,16 @@ class SouthrockGroup(FlaskGroup):
         return None if name in _PLUGGED_IN else super().get_command(ctx, name)
 
 
-def _database_problem(error: SQLAlchemyError) -> str:
+def database_problem(error: Exception, command_timeout: float) -> str:
+    """The one line a command prints when the database failed it, saying what to check."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(original, DatabaseTimeout):
+        return (
+            f"the database did not answer within SOUTHROCK_COMMAND_TIMEOUT ({command_timeout:g} s): check that it "
+            "is running and reachable; a command waits that long for each answer."
+        )
+    if isinstance(original, ConnectionTimeout):
+        return f"the database did not answer: {failure_reason(error)}. Check that it is running and reachable at SOUTHROCK_DATABASE_URL."
     return (
         f"the database failed: {failure_reason(error)}. Check that SOUTHROCK_DATABASE_URL names a "
         "reachable database and that `southrock db upgrade` has been run."

@@ -43,7 +43,7 @@ def _storage_options(uri: str, timeout: float) -> dict[str, Any]:
             "socket_connect_timeout": timeout,
             "health_check_interval": 30,
         }
-    return {}
+    return {"timeout": timeout}  # SQLStorage: a bound on every wait of PostgreSQL, SQLite's busy wait
 
 
 def init_app(app: Flask) -> None:

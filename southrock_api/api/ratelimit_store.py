@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from southrock_api.config import RATELIMIT_STORAGE_TIMEOUT
 from southrock_api.data.db import Prepared, make_engine
 
 # How long after its own increment a thread may answer a read of that window from memory.
@@ -69,10 +70,14 @@ class SQLStorage(Storage):
         # Each statement is its own transaction (the upsert is atomic by itself), which on
         # PostgreSQL saves a BEGIN and a COMMIT per request. A connection the server dropped is
         # discarded when a statement finds out (see _run) instead of pinged before every use.
+        # A PostgreSQL store that does not answer within `timeout` has failed (flask-limiter then
+        # counts in memory), as a Redis store does (data/deadlines.py bounds every wait). SQLite's
+        # writers queue for its one lock, briefly: they keep the default busy wait.
+        self.timeout = float(options.get("timeout", RATELIMIT_STORAGE_TIMEOUT))
         self.engine = (
             make_engine(uri)
             if uri.startswith("sqlite")
-            else make_engine(uri, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+            else make_engine(uri, self.timeout, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
         )
         self._driver_error: Any = self.engine.dialect.loaded_dbapi.Error  # the DB-API module's Error
         self._schema_ready = False

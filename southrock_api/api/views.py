@@ -17,6 +17,7 @@ from southrock_api.api.auth import (
     parse_basic,
     record_last_used,
 )
+from southrock_api.data.deadlines import deadline
 from southrock_api.data.db import begin_snapshot, get_database, get_session, read_versions
 from southrock_api.report.summary import Filters, SortKey, fetch_page
 from southrock_api.api.errors import (
@@ -79,11 +80,15 @@ def _authenticate() -> Response | None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
 
         def write_last_used() -> None:
-            session = get_database(app).session_factory()
-            try:
-                record_last_used(session, token_id, now)
-            finally:
-                session.close()
+            database = get_database(app)
+            # Outside the request, so under a deadline of its own: a frozen database holds the
+            # thread no longer than it would a request.
+            with deadline(database.timeout, "the token's last-used write"):
+                session = database.session_factory()
+                try:
+                    record_last_used(session, token_id, now)
+                finally:
+                    session.close()
 
         # After the response is sent: the client never waits for this write.
         g.after_response = write_last_used

@@ -17,6 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
+from southrock_api.data import deadlines
+
 # Stable constraint names so Alembic produces the same DDL on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -33,16 +35,19 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers keep serving consistent pages while an import writes;
-    # busy_timeout makes concurrent writers wait instead of failing at once.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_setup(busy_timeout: float) -> Any:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers keep serving consistent pages while an import writes;
+        # busy_timeout makes concurrent writers wait instead of failing at once.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    return configure
 
 
 def _begin_sqlite(connection: Any) -> None:
@@ -61,23 +66,58 @@ def _create_private(path: str | None) -> None:
         pass  # SQLite reports the problem itself on the first connection, as it always has
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine with the settings this application relies on."""
+# Bounds of a connection made outside any setting (tests, tools): generous, never infinite.
+DEFAULT_TIMEOUT = 10.0
+
+
+def _postgresql_bounds(timeout: float, statements: bool) -> dict[str, Any]:
+    """libpq parameters that bound a connection's waits on the server and on the network."""
+    milliseconds = max(1, int(timeout * 1000))
+    bounds: dict[str, Any] = {
+        "connect_timeout": max(1, min(5, round(timeout))),
+        # A peer that has vanished: probes on an idle connection, and unacknowledged data.
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(timeout / 2)),
+        "keepalives_interval": max(1, int(timeout / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": milliseconds,
+    }
+    if statements:
+        # Sent with the connection's start-up packet: no round trip. The server ends a slow
+        # statement or lock wait itself, freeing its resources, and the connection stays usable.
+        bounds["options"] = f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"
+    return bounds
+
+
+def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT, statements: bool = True, **kwargs: Any) -> Engine:
+    """Create an engine with the settings this application relies on.
+
+    `timeout` bounds each wait on the database outside a deadline (deadlines.deadline), and on
+    PostgreSQL, when `statements`, every statement and lock wait the server runs for it.
+    """
     if url.startswith("sqlite"):
         _create_private(make_url(url).database)
         engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "connect", _sqlite_setup(timeout))
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 5)
-    kwargs.setdefault("pool_timeout", 5)
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
-    return create_engine(url, **kwargs)
+    # Waiting for a free pooled connection is a wait too.
+    kwargs.setdefault("pool_timeout", min(5.0, timeout))
+    kwargs["connect_args"] = {**_postgresql_bounds(timeout, statements), **kwargs.get("connect_args", {})}
+    engine = create_engine(url, **kwargs)
+    bounded = deadlines.connection_class(timeout)
+
+    @event.listens_for(engine, "do_connect")
+    def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return deadlines.connect(bounded, cargs, cparams)
+
+    return engine
 
 
-def failure_reason(error: SQLAlchemyError) -> str:
+def failure_reason(error: Exception) -> str:
     """The driver's first line about a database failure (what failed), never the statement."""
     lines = str(getattr(error, "orig", None) or "").strip().splitlines()
     return lines[0] if lines else type(getattr(error, "orig", None) or error).__name__
@@ -86,9 +126,21 @@ def failure_reason(error: SQLAlchemyError) -> str:
 class Database:
     """The application's engine and session factory."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.engine = make_engine(url, timeout)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+
+    def for_commands(self, timeout: float) -> None:
+        """Serve commands, not requests: no server-side statement bound, `timeout` for each answer.
+
+        An import's statements may rightly run for minutes; a frozen database still cannot hold
+        a command forever.
+        """
+        self.engine.dispose()
+        self.engine = make_engine(self.url, timeout, statements=False)
+        self.session_factory.configure(bind=self.engine)
 
     def dispose(self) -> None:
         """Drop pooled connections (after a fork they belong to the parent)."""
@@ -100,10 +152,19 @@ def get_database(app: Flask | None = None) -> Database:
     return (app or current_app).extensions["southrock_db"]
 
 
+# The least time a request's connection is given to end its transaction, even past the deadline.
+RELEASE_SECONDS = 1.0
+
+
 def get_session() -> Session:
-    """Return the session of the current request, opening it on first use."""
+    """Return the session of the current request, opening it on first use.
+
+    From then on every wait of the request on the database ends within DATABASE_TIMEOUT.
+    """
     if "db_session" not in g:
-        g.db_session = get_database().session_factory()
+        database = get_database()
+        g.db_deadline = deadlines.arm(database.timeout, "the request's deadline")
+        g.db_session = database.session_factory()
     return g.db_session
 
 
@@ -112,23 +173,31 @@ def close_session(_exc: BaseException | None = None) -> None:
     session = g.pop("db_session", None)
     if session is None:
         return
-    try:
-        if _read_only(session):
-            # The database itself refuses any write in this transaction, so COMMIT ends it as
-            # ROLLBACK would; but psycopg deallocates every prepared statement on a ROLLBACK,
-            # which made PostgreSQL parse and plan each request's statements afresh.
-            session.commit()
-    except SQLAlchemyError:
-        pass  # close() below rolls back; the response has been built already
-    finally:
-        session.close()
+    left = deadlines.remaining() or 0.0
+    deadlines.disarm(g.pop("db_deadline"))
+    with deadlines.deadline(max(left, RELEASE_SECONDS), "ending the request's transaction"):
+        try:
+            if _read_only(session):
+                # The database itself refuses any write in this transaction, so COMMIT ends it as
+                # ROLLBACK would; but psycopg deallocates every prepared statement on a ROLLBACK,
+                # which made PostgreSQL parse and plan each request's statements afresh.
+                session.commit()
+        except (SQLAlchemyError, deadlines.DatabaseTimeout):
+            pass  # close() below rolls back; the response has been built already
+        finally:
+            session.close()
 
 
 def _read_only(session: Session) -> bool:
     """Whether the session's current transaction is one begin_snapshot made READ ONLY."""
     if not session.in_transaction():
         return False
-    return bool(session.connection().get_execution_options().get("postgresql_readonly"))
+    connection = session.connection()
+    # A connection a failed wait closed was dropped from the pool (by SQLAlchemy, or by
+    # execute_compiled on the pooled connection itself): there is nothing to end.
+    if connection.invalidated or not connection.connection.is_valid:
+        return False
+    return bool(connection.get_execution_options().get("postgresql_readonly"))
 
 
 def execute_compiled(dbapi_connection: Any, compiled: SQLCompiler, parameters: Mapping[str, Any]) -> list[Any]:
@@ -144,6 +213,12 @@ def execute_compiled(dbapi_connection: Any, compiled: SQLCompiler, parameters: M
     try:
         cursor.execute(compiled.string, arguments)
         return list(cursor.fetchall()) if cursor.description else []
+    except Exception:
+        # SQLAlchemy does not see this statement, so it cannot tell a lost connection (a wait
+        # that ran out closes it): drop it from the pool here, as SQLAlchemy would.
+        if getattr(dbapi_connection, "closed", False) and hasattr(dbapi_connection, "invalidate"):
+            dbapi_connection.invalidate()
+        raise
     finally:
         cursor.close()
 
@@ -241,5 +316,5 @@ def bump_tokens_version(session: Session) -> str:
 
 def init_app(app: Flask) -> None:
     """Create the engine for the app and close sessions after each request."""
-    app.extensions["southrock_db"] = Database(app.config["DATABASE_URL"])
+    app.extensions["southrock_db"] = Database(app.config["DATABASE_URL"], float(app.config["DATABASE_TIMEOUT"]))
     app.teardown_appcontext(close_session)
