@@ -35,6 +35,7 @@ loglevel = os.environ.get("SOUTHROCK_LOG_LEVEL", "info").lower()
 # (0), gunicorn's Python parser buffers a line of any length, at a cost that grows with the square
 # of it: one unauthenticated connection sending megabytes without a line end held a worker's CPU
 # for minutes and its memory for good. A proxy in front (docs/deployment.md) caps lines at 8 kB too.
+# The OpenAPI document states these bounds (apidocs/openapi.py; tests/test_openapi.py compares).
 limit_request_line = 8190
 limit_request_field_size = 8190
 

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+from openapi_spec_validator.readers import read_from_filename
 
 from southrock_api.data.db import get_database
 from southrock_api.api.errors import CATALOGUE
@@ -175,6 +177,17 @@ def test_page_renders_every_endpoint_parameter_and_error(
     errors = browser.find_element(By.CSS_SELECTOR, "table.errors").text  # type: ignore[attr-defined]
     for error in CATALOGUE:
         assert error.code in errors
+    # Each endpoint's table lists the document's statuses, gunicorn's own 414 and 431 included.
+    document = requests.get(base_url + "/openapi.json", timeout=10).json()
+    for section in (whoami, enrolments):
+        statuses = [
+            cell.text
+            for cell in section.find_elements(By.CSS_SELECTOR, "table.responses tbody td:first-child")
+        ]
+        assert statuses == list(document["paths"][section.get_attribute("data-path")]["get"]["responses"])
+        assert {"414", "431"} <= set(statuses)
+    refusals = browser.find_element(By.CSS_SELECTOR, "table.refusals").text  # type: ignore[attr-defined]
+    assert "URI Too Long" in refusals and "Request Header Fields Too Large" in refusals
     tabs = [tab.text for tab in enrolments.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     assert tabs == ["cURL", "Python", "Node.js", "C#"]
     page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
@@ -268,6 +281,25 @@ def test_docs_and_document_are_public_and_not_counted(served: tuple[str, IssuedT
     assert "script-src 'self'" in requests.get(base_url + "/docs", timeout=10).headers[
         "Content-Security-Policy"
     ]
+
+
+def test_the_served_document_reads_with_openapi_spec_validators_reader(
+    served: tuple[str, IssuedToken], tmp_path: Path
+) -> None:
+    """gunicorn's bytes, as the validator's CLI reads a file: through a YAML loader, which refuses
+    raw U+FFFF (the patterns' top character) and other characters JSON allows unescaped."""
+    base_url, _ = served
+    response = requests.get(base_url + "/openapi.json", timeout=10)
+    assert response.status_code == 200 and response.content.isascii()
+    (tmp_path / "openapi.json").write_bytes(response.content)
+    loaded, _ = read_from_filename(str(tmp_path / "openapi.json"))
+    validate(loaded)
+    assert loaded == response.json()
+    # The page shows no pattern and inlines no JSON (its CSP allows no inline script), and holds
+    # no character HTML forbids.
+    page = requests.get(base_url + "/docs", timeout=10).text
+    assert not re.search("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]", page)
+    assert "<script>" not in page and "\\u" not in page
 
 
 class _ChangingSite(BaseHTTPRequestHandler):

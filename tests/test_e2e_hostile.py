@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from southrock_api.apidocs.page import resolve_ref
 from tests import databases, servers
 
 pytestmark = pytest.mark.e2e
@@ -96,8 +98,12 @@ def test_oversized_request_lines_and_headers_are_refused_by_gunicorn(
 ) -> None:
     """Bounded before the application: unbounded, gunicorn's parser costs the square of the length."""
     base_url, authorization, _, _ = served
-    status, _, body = raw_get(base_url, target, headers)
+    status, content_type, body = raw_get(base_url, target, headers)
     assert status == expected and "Traceback" not in body
+    # As the document says on every operation: gunicorn's own HTML page, not JSON.
+    document = json.loads(raw_get(base_url, "/openapi.json", {})[2])
+    operation = document["paths"][urlsplit(target).path]["get"]
+    assert content_type in resolve_ref(document, operation["responses"][str(status)])["content"]
     assert raw_get(base_url, "/api/v1", {"Authorization": authorization})[0] == 200
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
+import runpy
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,18 +14,27 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
+from gunicorn.config import LimitRequestFields
+from openapi_spec_validator.readers import read_from_filename, read_from_stdin
 from sqlalchemy.orm import Session
 
 from southrock_api.apidocs.page import resolve_ref
 from southrock_api.api.errors import CATALOGUE
-from southrock_api.apidocs.openapi import ENROLMENTS_PATH, WHOAMI_PATH
+from southrock_api.apidocs.openapi import (
+    ENROLMENTS_PATH,
+    HEADER_FIELD_COUNT_LIMIT,
+    HEADER_FIELD_LIMIT,
+    REQUEST_LINE_LIMIT,
+    SERVER_REFUSALS,
+    WHOAMI_PATH,
+)
 from southrock_api.api.rendering import (
     BusinessUnitSchema,
     EnrolmentQuerySchema,
     EnrolmentSchema,
     WorkUnitSchema,
 )
-from tests import factories
+from tests import factories, servers
 
 
 @pytest.fixture()
@@ -79,6 +92,38 @@ def test_document_is_valid_openapi_3(document: dict[str, Any]) -> None:
     validate(document)
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH}
+
+
+def test_served_bytes_are_what_openapi_spec_validator_reads(
+    client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served bytes, read as openapi-spec-validator reads a file or stdin (a YAML loader).
+
+    YAML refuses characters JSON allows raw (U+FFFF in a pattern made it stop with "unacceptable
+    character #xffff"), so every non-ASCII character must be a JSON escape on the wire.
+    """
+    response = client.get("/openapi.json")
+    body = response.data
+    assert body.isascii() and not re.search(rb"[\x00-\x09\x0b-\x1f\x7f]", body)
+    (tmp_path / "openapi.json").write_bytes(body)
+    loaded, _ = read_from_filename(str(tmp_path / "openapi.json"))  # the CLI's own readers
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body), encoding="utf-8"))
+    assert read_from_stdin("-")[0] == loaded
+    validate(loaded)
+    # The YAML reading means the same as the JSON one, patterns' escaped characters included.
+    assert loaded == response.get_json()
+    parameters = {p["name"]: p for p in loaded["paths"][ENROLMENTS_PATH]["get"]["parameters"]}
+    assert "\uffff" in parameters["after"]["schema"]["pattern"]
+
+
+def test_only_the_document_is_ascii_the_api_stays_utf8(
+    client: FlaskClient, session: Session
+) -> None:
+    """spec §10: API data is UTF-8 on the wire; only /openapi.json escapes its characters."""
+    issued = factories.token(session, factories.business_unit(session, code="EDU", name="Éducation"))
+    session.commit()
+    response = client.get(WHOAMI_PATH, headers={"Authorization": issued.authorization})
+    assert "Éducation".encode() in response.data
 
 
 def test_document_is_public_and_never_rate_limited(app: Flask, client: FlaskClient) -> None:
@@ -163,6 +208,29 @@ def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
         responses = _operation(document, path)["responses"]
         assert {"200", "304", "400", "401", "404", "429", "500"} <= set(responses)
         assert "E2030" in document["paths"][path]["description"]
+
+
+def test_gunicorns_own_refusals_are_documented_on_every_operation(document: dict[str, Any]) -> None:
+    """414 and 431 come from gunicorn before any route: HTML, no E-code, none of the API's headers."""
+    config = runpy.run_path(str(servers.ROOT / "gunicorn.conf.py"))
+    assert (config["limit_request_line"], config["limit_request_field_size"]) == (
+        REQUEST_LINE_LIMIT,
+        HEADER_FIELD_LIMIT,
+    )
+    assert config.get("limit_request_fields", LimitRequestFields.default) == HEADER_FIELD_COUNT_LIMIT
+    assert [refusal.status for refusal in SERVER_REFUSALS] == [414, 431]
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH):
+        responses = _operation(document, path)["responses"]
+        assert list(responses) == sorted(responses)
+        for refusal in SERVER_REFUSALS:
+            assert responses[str(refusal.status)] == {"$ref": f"#/components/responses/{refusal.name}"}
+            response = resolve_ref(document, responses[str(refusal.status)])
+            assert response["content"] == {"text/html": {"schema": {"type": "string"}}}
+            assert "headers" not in response
+            assert response["description"].startswith(refusal.reason)
+            assert "gunicorn" in response["description"] and "JSON" in response["description"]
+    assert str(REQUEST_LINE_LIMIT) in document["components"]["responses"]["URITooLong"]["description"]
+    assert "431 Request Header Fields Too Large" in document["info"]["description"]
 
 
 def test_rate_limit_and_paging_headers_are_documented(document: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from apispec import APISpec
@@ -43,14 +44,19 @@ DATE_PATTERN = r"^(?!0000)\d{4}-\d{2}-\d{2}$"
 # spec §10 and paging._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
 # at most three bytes.
 QUERY_TEXT_PATTERN = "^[ -~\u00a0-\ud7ff\ue000-\uffff]*$"
+# gunicorn.conf.py's limit_request_line and limit_request_field_size, and gunicorn's default
+# limit_request_fields: beyond them gunicorn refuses the request before the application sees it.
+REQUEST_LINE_LIMIT = 8190
+HEADER_FIELD_LIMIT = 8190
+HEADER_FIELD_COUNT_LIMIT = 100
 
 # spec §17.1.2, with the limits the schema enforces (schemas.EXPECTATIONS).
 PARAMETER_DESCRIPTIONS = {
     "ORGCODES": "Select enrolments for learners belonging to this Work Unit code; repeat the "
     "parameter to select several Work Units (`ORGCODES=A,B` is one code, `A,B`). Codes the "
     "token cannot see are ignored. Default: all visible Work Units. The whole request line may "
-    "be at most 8190 bytes (the server answers a longer one 414): for hundreds of Work Units, "
-    "use a token of the Business Unit that holds them.",
+    f"be at most {REQUEST_LINE_LIMIT} bytes (the server answers a longer one 414): for hundreds "
+    "of Work Units, use a token of the Business Unit that holds them.",
     "SDATE": "Select enrolments whose actual end date is on or after this date (YYYY-MM-DD). "
     "Default: no lower bound.",
     "EDATE": "Select enrolments whose actual end date is on or before this date (YYYY-MM-DD), "
@@ -126,6 +132,40 @@ ERROR_CIRCUMSTANCES = {
     "would otherwise be ignored like any unknown parameter.",
     INTERNAL_ERROR.code: "An unexpected failure; the message never carries details.",
 }
+
+
+@dataclass(frozen=True)
+class ServerRefusal:
+    """A status gunicorn answers itself, before the application: its own HTML page, not JSON."""
+
+    status: int
+    name: str  # of its components/responses entry
+    reason: str  # gunicorn's reason phrase, also the page's title
+    when: str
+
+
+# Every operation can get these: gunicorn reads the request line and headers before any route.
+SERVER_REFUSALS = (
+    ServerRefusal(
+        414,
+        "URITooLong",
+        "URI Too Long",
+        f"The request line (method, path and query string) is over {REQUEST_LINE_LIMIT} bytes "
+        "(about 700 short ORGCODES). Ask for fewer Work Units per request, or use a token of "
+        "the Business Unit that holds them.",
+    ),
+    ServerRefusal(
+        431,
+        "RequestHeaderFieldsTooLarge",
+        "Request Header Fields Too Large",
+        f"A header field (name and value) is over {HEADER_FIELD_LIMIT} bytes, or there are more "
+        f"than {HEADER_FIELD_COUNT_LIMIT} header fields.",
+    ),
+)
+SERVER_REFUSAL_BODY = (
+    "the web server (gunicorn) answers itself, with its own HTML page: not the API's JSON "
+    "error object, no E-code, none of the API's headers."
+)
 OTHER_METHODS_NOTE = (
     "Only GET (and HEAD) are supported: any other method answers 404 with E2030 (spec §18)."
 )
@@ -289,6 +329,21 @@ def _error_component(error: ErrorCode) -> dict[str, Any]:
     }
 
 
+def _server_refusal_component(refusal: ServerRefusal) -> dict[str, Any]:
+    return {
+        "description": f"{refusal.reason}. {refusal.when} Before the API sees the request, "
+        + SERVER_REFUSAL_BODY,
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+
+
+def _server_refusal_responses() -> dict[str, Any]:
+    return {
+        str(refusal.status): {"$ref": f"#/components/responses/{refusal.name}"}
+        for refusal in SERVER_REFUSALS
+    }
+
+
 def _error_responses(errors: tuple[ErrorCode, ...]) -> dict[str, Any]:
     """One response per status: a reference when one code has it, else every code as an example."""
     by_status: dict[int, list[ErrorCode]] = {}
@@ -383,6 +438,9 @@ def _description(policy: str) -> str:
         f"| {error.status} | {error.code} | {error.description} | {ERROR_CIRCUMSTANCES[error.code]} |"
         for error in CATALOGUE
     )
+    refusals = "\n".join(
+        f"- {refusal.status} {refusal.reason}: {refusal.when}" for refusal in SERVER_REFUSALS
+    )
     return (
         "Extract completed LMS enrolments (SPEC-LMS-1544 v1.6).\n\n"
         "**Authentication** (spec §6): HTTP Basic with the token's public key as the user name "
@@ -397,19 +455,26 @@ def _description(policy: str) -> str:
         "(and the IETF RateLimit and RateLimit-Policy fields); 429 E1030 carries Retry-After. "
         "A 304 Not Modified does not spend the bucket.\n\n"
         "**Errors** (spec §13, §18): every error is `{\"error\": {\"message\", \"code\"}}`.\n\n"
-        "| Status | Code | Meaning | When |\n| --- | --- | --- | --- |\n" + codes
+        "| Status | Code | Meaning | When |\n| --- | --- | --- | --- |\n" + codes + "\n\n"
+        f"**Before the API sees the request**, {SERVER_REFUSAL_BODY}\n\n" + refusals
     )
 
 
 def _operation(
     summary: str, description: str, tag: str, ok: dict[str, Any], parameters: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    responses = {
+        "200": ok,
+        "304": _not_modified(),
+        **_error_responses(OPERATION_ERRORS),
+        **_server_refusal_responses(),
+    }
     return {
         "operationId": tag,
         "summary": summary,
         "description": description,
         "parameters": parameters + _conditional_parameters(),
-        "responses": {"200": ok, "304": _not_modified(), **_error_responses(OPERATION_ERRORS)},
+        "responses": dict(sorted(responses.items())),
     }
 
 
@@ -455,6 +520,8 @@ def build_document(rate_limit: str) -> dict[str, Any]:
     for error in CATALOGUE:
         spec.components.example(error.code, _error_example(error))
         spec.components.response(error.code, _error_component(error))
+    for refusal in SERVER_REFUSALS:
+        spec.components.response(refusal.name, _server_refusal_component(refusal))
 
     whoami_ok = {
         "description": "The token's Business Unit (ORGGRP_*) or Work Unit (ORG_*).",

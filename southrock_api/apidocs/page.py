@@ -8,10 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, render_template, request
 from markupsafe import Markup, escape
 
-from southrock_api.apidocs.openapi import ENROLMENTS_PATH, document_for, policy_text
+from southrock_api.apidocs.openapi import (
+    ENROLMENTS_PATH,
+    SERVER_REFUSAL_BODY,
+    SERVER_REFUSALS,
+    document_for,
+    policy_text,
+)
 
 # Outside /api: neither authenticated nor counted by the site's limiter (it counts `api` only).
 bp = Blueprint("docs", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -211,8 +217,15 @@ def _base_url() -> str:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    """Return the OpenAPI 3 document of the API."""
-    response = jsonify(current_document())
+    """Return the OpenAPI 3 document of the API, as plain ASCII JSON.
+
+    The API's own responses write UTF-8 as is (spec §10: app.json.ensure_ascii is off), but the
+    document's patterns hold U+FFFF, which YAML refuses raw, and tools such as
+    openapi-spec-validator read JSON through a YAML loader. Here every non-ASCII character is a
+    JSON escape, which every JSON reader (and every YAML one) decodes to the same text.
+    """
+    body = current_app.json.dumps(current_document(), ensure_ascii=True, separators=(",", ":"))
+    response = current_app.response_class(body + "\n", mimetype="application/json")
     response.headers["Access-Control-Allow-Origin"] = "*"  # tools in other origins may load it
     return response
 
@@ -228,6 +241,8 @@ def docs() -> str:
         document=document,
         endpoints=endpoints(document, base_url),
         catalogue=document["x-error-catalogue"],
+        refusals=SERVER_REFUSALS,
+        refusal_body=SERVER_REFUSAL_BODY,
         headers={name: header["description"] for name, header in document["components"]["headers"].items()},
         security=document["components"]["securitySchemes"],
         base_url=base_url,
