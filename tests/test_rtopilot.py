@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import select
@@ -64,7 +65,7 @@ def make_enrolments(session: Session) -> dict[str, int]:
     return expected
 
 
-def sync(runner: FlaskCliRunner, *args: str):  # type: ignore[no-untyped-def]
+def sync(runner: FlaskCliRunner, *args: str) -> Result:
     """Invoke the command without a progress bar."""
     return runner.invoke(args=["rtopilot", "sync", "--no-progress", *args])
 
