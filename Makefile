@@ -44,9 +44,9 @@ test-sqlite: $(STAMP) ## Run the suite on SQLite
 test-postgresql: $(STAMP) ## Run the suite on PostgreSQL
 	SOUTHROCK_TEST_DATABASE=postgresql $(PY) -m pytest
 
-lint: $(STAMP) ## ruff over the package, tests and bench; mypy over the package
+lint: $(STAMP) ## ruff and mypy over the package, tests and bench
 	$(BIN)/ruff check southrock_api tests bench
-	$(BIN)/mypy southrock_api
+	$(BIN)/mypy southrock_api tests bench
 
 bench: $(STAMP) ## Measure API pages against the in-process floor; writes docs/benchmarks.md
 	$(PY) bench/run.py

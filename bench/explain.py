@@ -43,11 +43,11 @@ def _counts(session: Session, filters: Filters) -> dict[int, int]:
     return dict(session.execute(_count_statement(filters)).all())
 
 
-def _count_statement(filters: Filters) -> Select:  # type: ignore[type-arg]
+def _count_statement(filters: Filters) -> Select:
     return _completed(select(Enrolment.work_unit_id, func.count()).group_by(Enrolment.work_unit_id), filters)
 
 
-def statements(url: str) -> tuple[Dialect, list[tuple[str, Select, dict[str, Any]]]]:  # type: ignore[type-arg]
+def statements(url: str) -> tuple[Dialect, list[tuple[str, Select, dict[str, Any]]]]:
     """The key statements with the parameters of pages of the root business unit's result."""
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
     database = get_database(app)
@@ -64,7 +64,7 @@ def statements(url: str) -> tuple[Dialect, list[tuple[str, Select, dict[str, Any
         sizes = [counts.get(unit.id, 0) for unit in units]
         return _plan(units, sizes, list(accumulate(sizes)), start, LIMIT, after)
 
-    def page(slices: list[_Slice], filters: Filters) -> tuple[Select, dict[str, Any]]:  # type: ignore[type-arg]
+    def page(slices: list[_Slice], filters: Filters) -> tuple[Select, dict[str, Any]]:
         shape, parameters = _page_query(slices, filters)
         return _page_statement(shape), parameters
 

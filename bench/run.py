@@ -441,7 +441,7 @@ class Client:
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
-        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        self.connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
         self.reconnects = 0
 
     def get(self, path: str, authorization: str) -> tuple[float, http.client.HTTPResponse, bytes]:
@@ -558,7 +558,7 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
             authorization = setup.tokens[scope.token].authorization
             last = 1 + (max(size, 1) - 1) // LIMIT * LIMIT
             positions = {"first": 1, "25%": 1 + size // 4 // LIMIT * LIMIT, "50%": 1 + size // 2 // LIMIT * LIMIT, "last": last}
-            wanted = ("first", "25%", "50%", "last") if scope.name == "root" else ("first", "50%", "last")
+            wanted: tuple[str, ...] = ("first", "25%", "50%", "last") if scope.name == "root" else ("first", "50%", "last")
             if scope.token == "work unit" or "orgcodes" in scope.name:
                 wanted = ("first", "last")
             for label in wanted:
@@ -694,7 +694,9 @@ def machine() -> dict[str, str]:
     }
     if databases.postgres_available():
         with psycopg.connect(POSTGRES_ADMIN) as connection:
-            info["postgresql"] = str(connection.execute("SHOW server_version").fetchone()[0])
+            version = connection.execute("SHOW server_version").fetchone()
+            assert version is not None
+            info["postgresql"] = str(version[0])
     return info
 
 

@@ -1,9 +1,9 @@
-"""Fixtures: one database per run (SQLite or PostgreSQL), each test rolled back."""
+"""Fixtures: one database per run (SQLite or PostgreSQL), each test rolled back; a standard organisation and its tokens."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from flask import Flask
@@ -12,8 +12,10 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from southrock_api import create_app
+from southrock_api.admin.tokens import IssuedToken
 from southrock_api.data.db import get_database, make_engine
-from tests import databases
+from tests import databases, factories
+from tests.apiclient import ApiClient
 
 
 def pytest_report_header() -> list[str]:
@@ -90,6 +92,20 @@ def app(connection: Connection, database_url: str, tmp_path: Path) -> Flask:
 
 
 @pytest.fixture()
+def app_with(app: Flask) -> Callable[..., Flask]:
+    """Make another app from app's config with changes (keyword arguments); its sessions join the test's transaction too."""
+
+    def make(**changes: object) -> Flask:
+        other = create_app({**app.config, **changes})
+        database = get_database(other)
+        database.engine.dispose()
+        database.session_factory = get_database(app).session_factory
+        return other
+
+    return make
+
+
+@pytest.fixture()
 def session(app: Flask) -> Iterator[Session]:
     """A session in the test's transaction, for arranging data."""
     with get_database(app).session_factory() as session:
@@ -106,3 +122,33 @@ def client(app: Flask) -> FlaskClient:
 def runner(app: Flask) -> FlaskCliRunner:
     """A CLI runner for the app's commands."""
     return app.test_cli_runner()
+
+
+@pytest.fixture()
+def organisation(session: Session) -> factories.Organisation:
+    """Business unit EDU (Education) with work unit UNIV-STUD (University - Students) and one completed enrolment."""
+    built = factories.organisation(session)
+    session.commit()
+    return built
+
+
+@pytest.fixture()
+def bu_token(session: Session, organisation: factories.Organisation) -> IssuedToken:
+    """A token for the organisation's business unit, EDU."""
+    issued = factories.token(session, organisation.business_unit)
+    session.commit()
+    return issued
+
+
+@pytest.fixture()
+def wu_token(session: Session, organisation: factories.Organisation) -> IssuedToken:
+    """A token for the organisation's work unit, UNIV-STUD."""
+    issued = factories.token(session, organisation.work_unit)
+    session.commit()
+    return issued
+
+
+@pytest.fixture()
+def api(client: FlaskClient, bu_token: IssuedToken) -> ApiClient:
+    """The test client, sending the business-unit token's credentials."""
+    return ApiClient(client, bu_token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -83,11 +84,32 @@ def enrolment(
     return row
 
 
-def token(session: Session, unit: BusinessUnit | WorkUnit, **kwargs: object) -> IssuedToken:
+def token(
+    session: Session, unit: BusinessUnit | WorkUnit, description: str | None = None, expires_at: dt.datetime | None = None
+) -> IssuedToken:
     """Issue a token for a business or work unit."""
     if isinstance(unit, BusinessUnit):
-        issued = create_token(session, business_unit=unit.code, **kwargs)  # type: ignore[arg-type]
+        issued = create_token(session, business_unit=unit.code, description=description, expires_at=expires_at)
     else:
-        issued = create_token(session, work_unit=unit.code, **kwargs)  # type: ignore[arg-type]
+        issued = create_token(session, work_unit=unit.code, description=description, expires_at=expires_at)
     session.flush()
     return issued
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """The smallest organisation the API has something to say about: one completed enrolment."""
+
+    business_unit: BusinessUnit
+    work_unit: WorkUnit
+    learner: Learner
+    course: Course
+    enrolment: Enrolment
+
+
+def organisation(session: Session) -> Organisation:
+    """Add business unit EDU (Education), its work unit UNIV-STUD, a learner there and one completed enrolment."""
+    bu = business_unit(session, code="EDU", name="Education")
+    wu = work_unit(session, bu, code="UNIV-STUD", name="University - Students")
+    who, what = learner(session, wu), course(session)
+    return Organisation(bu, wu, who, what, enrolment(session, who, what))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from southrock_api.admin.tokens import IssuedToken
+from southrock_api.data.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
 from tests import factories
 
 STATUSES = ("COMPLETED", "COMPLETED", "COMPLETED", "IN_PROGRESS", "WITHDRAWN")
@@ -67,16 +68,16 @@ class Built:
 
 def build(session: Session, plan: Plan, tag: str) -> Built:
     """Create the plan's rows and compute the report the token must see, by definition."""
-    bus = []
+    bus: list[BusinessUnit] = []
     for i, parent in enumerate(plan.business_parents):
         bus.append(factories.business_unit(session, code=f"{tag}B{i}", name=f"Business {i}", parent=bus[parent] if parent is not None else None))
-    wus = []
+    wus: list[WorkUnit] = []
     for i, (owner, parent) in enumerate(plan.work_units):
         # Codes deliberately not in creation order, so ORG_CODE order differs from id order.
         wus.append(factories.work_unit(session, bus[owner], code=f"{tag}W{(i * 7) % 11:02d}{i}", name=f"Work {i}", parent=wus[parent] if parent is not None else None))
     courses = [factories.course(session, code=f"{tag}C{(i * 3) % 5}{i}", description=f"Course {i}") for i in range(plan.courses)]
     people = [factories.learner(session, wus[unit], lr_id=f"{tag}L{(i * 5) % 13:02d}{i}") for i, unit in enumerate(plan.learners)]
-    rows = []
+    rows: list[tuple[WorkUnit, Course, Learner, Enrolment]] = []
     for number, (who, what, status, day) in enumerate(plan.enrolments):
         score = Decimal(number % 10001) / 100
         row = factories.enrolment(
@@ -90,38 +91,40 @@ def build(session: Session, plan: Plan, tag: str) -> Built:
     token = factories.token(session, unit)
     session.commit()
     visible = _visible(plan, kind, index)
-    expected = [
-        {
-            "ORG_CODE": wu.code, "ORG_NAME": wu.name, "CRS_CODE": course.code, "CRS_DESC": course.description,
-            "LR_ID": person.lr_id, "LR_SNAME": person.surname, "LR_FNAME": person.first_name, "LR_EMAIL": person.email,
-            "SCH_AEDATE": row.completed_on.isoformat(), "SCH_SCORE": f"{Decimal(row.score_hundredths) / 100:.2f}",
-            "SCH_ID": row.sch_id,
-        }
-        for wu, course, person, row in rows
-        if wu.code in {wus[i].code for i in visible}
-    ]
+    expected = [_report_row(*row) for row in rows if row[0].code in {wus[i].code for i in visible}]
     expected.sort(key=lambda r: (r["ORG_CODE"], r["CRS_CODE"], r["LR_ID"], r["SCH_ID"]))
-    for rnum, row in enumerate(expected, start=1):
-        row["RNUM"] = str(rnum)
-        del row["SCH_ID"]
+    for rnum, line in enumerate(expected, start=1):
+        line["RNUM"] = str(rnum)
+        del line["SCH_ID"]
     return Built(token, expected, {wu.code for wu in wus})
+
+
+def _report_row(wu: WorkUnit, course: Course, person: Learner, row: Enrolment) -> dict[str, str]:
+    """A completed enrolment as the report shows it, with its SCH_ID (the last sort key)."""
+    assert row.completed_on is not None and row.score_hundredths is not None
+    return {
+        "ORG_CODE": wu.code, "ORG_NAME": wu.name, "CRS_CODE": course.code, "CRS_DESC": course.description,
+        "LR_ID": person.lr_id, "LR_SNAME": person.surname, "LR_FNAME": person.first_name, "LR_EMAIL": person.email,
+        "SCH_AEDATE": row.completed_on.isoformat(), "SCH_SCORE": f"{Decimal(row.score_hundredths) / 100:.2f}",
+        "SCH_ID": row.sch_id,
+    }
 
 
 def _visible(plan: Plan, kind: str, index: int) -> set[int]:
     """Work-unit indices visible to the token, straight from the definition in spec §17.1.1."""
 
-    def business_below(b: int) -> bool:
+    def business_below(b: int | None) -> bool:
         while b is not None:
             if b == index:
                 return True
-            b = plan.business_parents[b]  # type: ignore[assignment]
+            b = plan.business_parents[b]
         return False
 
-    def work_below(w: int, roots: set[int]) -> bool:
+    def work_below(w: int | None, roots: set[int]) -> bool:
         while w is not None:
             if w in roots:
                 return True
-            w = plan.work_units[w][1]  # type: ignore[assignment]
+            w = plan.work_units[w][1]
         return False
 
     if kind == "business_unit":

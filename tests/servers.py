@@ -16,11 +16,13 @@ from typing import Callable, Iterator, Mapping
 
 import requests
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from southrock_api import create_app
 from southrock_api.data import migrations
 from southrock_api.data.db import get_database
 from southrock_api.admin.tokens import IssuedToken
+from southrock_api.data.models import BusinessUnit, WorkUnit
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +47,16 @@ def dispose(app: Flask) -> None:
     get_database(app).engine.dispose()
 
 
-def seeded_token(database_url: str) -> IssuedToken:
-    """Migrate a fresh database, add one business unit and a token for it; return the token."""
+def seeded_token(database_url: str, arrange: Callable[[Session], BusinessUnit | WorkUnit] | None = None) -> IssuedToken:
+    """Migrate a fresh database, add rows and a token, commit; return the token.
+
+    arrange adds the rows and returns the unit the token is for; without it, one business unit is added.
+    """
     app = migrated_app(database_url)
     try:
         with get_database(app).session_factory() as session:
-            issued = factories.token(session, factories.business_unit(session))
+            unit = arrange(session) if arrange else factories.business_unit(session)
+            issued = factories.token(session, unit)
             session.commit()
     finally:
         dispose(app)

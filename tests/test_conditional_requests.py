@@ -6,71 +6,54 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from southrock_api.admin.tokens import IssuedToken
 from tests import factories
+from tests.apiclient import ApiClient
 
 
-@pytest.fixture()
-def setup(session: Session):  # type: ignore[no-untyped-def]
-    bu = factories.business_unit(session)
-    unit = factories.work_unit(session, bu)
-    person = factories.learner(session, unit)
-    course = factories.course(session)
-    factories.enrolment(session, person, course)
-    issued = factories.token(session, bu)
-    other = factories.token(session, unit)
-    session.commit()
-    return issued, other, person, course
-
-
-@pytest.mark.parametrize("path", ["/api/v1", "/api/v1/enrolments?SDATE=2017-01-01&limit=5"])
-def test_if_none_match_gets_304_without_a_body_or_spending_the_bucket(client: FlaskClient, setup, path: str) -> None:  # type: ignore[no-untyped-def]
-    issued = setup[0]
-    first = client.get(path, headers={"Authorization": issued.authorization})
+@pytest.mark.parametrize(("path", "query"), [("/api/v1", ""), ("/api/v1/enrolments", "SDATE=2017-01-01&limit=5")])
+def test_if_none_match_gets_304_without_a_body_or_spending_the_bucket(api: ApiClient, path: str, query: str) -> None:
+    first = api.get(path, query)
     etag = first.headers["ETag"]
-    again = client.get(path, headers={"Authorization": issued.authorization, "If-None-Match": etag})
+    again = api.get(path, query, headers={"If-None-Match": etag})
     assert again.status_code == 304
     assert again.data == b""
     assert again.headers["ETag"] == etag
     assert again.headers["X-Rate-Limit-Remaining"] == first.headers["X-Rate-Limit-Remaining"]
 
 
-def test_parameter_order_does_not_change_the_etag(client: FlaskClient, setup) -> None:  # type: ignore[no-untyped-def]
-    issued = setup[0]
-    one = client.get("/api/v1/enrolments?limit=5&SDATE=2017-01-01", headers={"Authorization": issued.authorization})
-    two = client.get("/api/v1/enrolments?SDATE=2017-01-01&limit=5", headers={"Authorization": issued.authorization})
+def test_parameter_order_does_not_change_the_etag(api: ApiClient) -> None:
+    one = api.enrolments("limit=5&SDATE=2017-01-01")
+    two = api.enrolments("SDATE=2017-01-01&limit=5")
     assert one.headers["ETag"] == two.headers["ETag"]
 
 
-def test_new_data_changes_the_etag(client: FlaskClient, session: Session, setup) -> None:  # type: ignore[no-untyped-def]
-    issued, _, person, course = setup
-    etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
-    factories.enrolment(session, person, course)
+def test_new_data_changes_the_etag(api: ApiClient, session: Session, organisation: factories.Organisation) -> None:
+    etag = api.enrolments().headers["ETag"]
+    factories.enrolment(session, organisation.learner, organisation.course)
     session.commit()
-    response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization, "If-None-Match": etag})
+    response = api.enrolments(headers={"If-None-Match": etag})
     assert response.status_code == 200
     assert len(response.get_json()) == 2
     assert response.headers["ETag"] != etag
 
 
-def test_another_token_scope_has_another_etag(client: FlaskClient, setup) -> None:  # type: ignore[no-untyped-def]
-    issued, other, _, _ = setup
-    mine = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
-    response = client.get("/api/v1/enrolments", headers={"Authorization": other.authorization, "If-None-Match": mine})
+def test_another_token_scope_has_another_etag(api: ApiClient, client: FlaskClient, wu_token: IssuedToken) -> None:
+    mine = api.enrolments().headers["ETag"]
+    response = ApiClient(client, wu_token).enrolments(headers={"If-None-Match": mine})
     assert response.status_code == 200
 
 
-def test_an_etag_never_bypasses_authentication(client: FlaskClient, setup) -> None:  # type: ignore[no-untyped-def]
-    issued = setup[0]
-    etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
+def test_an_etag_never_bypasses_authentication(api: ApiClient, client: FlaskClient) -> None:
+    etag = api.enrolments().headers["ETag"]
     response = client.get("/api/v1/enrolments", headers={"If-None-Match": etag})
     assert response.status_code == 401
 
 
-def test_a_weakened_etag_still_matches(client: FlaskClient, setup) -> None:  # type: ignore[no-untyped-def]
+def test_a_weakened_etag_still_matches(api: ApiClient) -> None:
     # A proxy that compresses responses may turn "x" into W/"x" (RFC 9110 §13.1.2: weak comparison).
-    issued = setup[0]
-    etag = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization}).headers["ETag"]
-    response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization, "If-None-Match": f"W/{etag}"})
+    etag = api.enrolments().headers["ETag"]
+    response = api.enrolments(headers={"If-None-Match": f"W/{etag}"})
     assert response.status_code == 304
 
 
@@ -85,11 +68,9 @@ def test_a_weakened_etag_still_matches(client: FlaskClient, setup) -> None:  # t
         ("", "ORGCODES=A"),
     ],
 )
-def test_every_parameter_is_part_of_the_etag(client: FlaskClient, setup, mine: str, theirs: str) -> None:  # type: ignore[no-untyped-def]
-    issued = setup[0]
-    headers = {"Authorization": issued.authorization}
-    etag = client.get(f"/api/v1/enrolments?{mine}", headers=headers).headers["ETag"]
-    response = client.get(f"/api/v1/enrolments?{theirs}", headers={**headers, "If-None-Match": etag})
+def test_every_parameter_is_part_of_the_etag(api: ApiClient, mine: str, theirs: str) -> None:
+    etag = api.enrolments(mine).headers["ETag"]
+    response = api.enrolments(theirs, headers={"If-None-Match": etag})
     assert response.status_code == 200
 
 
@@ -98,6 +79,6 @@ def test_tokens_of_two_units_of_one_kind_have_different_etags(client: FlaskClien
         one, two = make(session), make(session)
         first, second = factories.token(session, one), factories.token(session, two)
         session.commit()
-        etag = client.get("/api/v1/enrolments", headers={"Authorization": first.authorization}).headers["ETag"]
-        response = client.get("/api/v1/enrolments", headers={"Authorization": second.authorization, "If-None-Match": etag})
+        etag = ApiClient(client, first).enrolments().headers["ETag"]
+        response = ApiClient(client, second).enrolments(headers={"If-None-Match": etag})
         assert response.status_code == 200

@@ -26,6 +26,7 @@ def depth(parents: dict[str, str], code: str) -> int:
     """How many ancestors a unit has."""
     levels = 0
     while parents[code]:
+        assert levels < len(parents), f"{code}'s parents form a cycle"
         code = parents[code]
         levels += 1
     return levels

@@ -12,7 +12,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -20,12 +20,16 @@ import requests
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
+from sqlalchemy.orm import Session
 
-from southrock_api.data.db import get_database
+from southrock_api.data.models import BusinessUnit
 from southrock_api.api.errors import CATALOGUE
 from southrock_api.api.rendering import EnrolmentQuerySchema
 from southrock_api.admin.tokens import IssuedToken
 from tests import databases, factories, servers
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,20 +54,21 @@ CHROMIUM_FLAGS = (
 WAIT_SECONDS = 10
 
 
+def two_work_units(session: Session) -> BusinessUnit:
+    """EDU with a completed enrolment in each of ORG1 and ORG2; the token is for EDU."""
+    bu = factories.business_unit(session, code="EDU", name="Education")
+    for code in ("ORG1", "ORG2"):
+        learner = factories.learner(session, factories.work_unit(session, bu, code=code))
+        factories.enrolment(session, learner, factories.course(session))
+    return bu
+
+
 @pytest.fixture(scope="module")
 def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken]]:
     """gunicorn on a fresh database with two work units of completed enrolments and a token."""
     directory = tmp_path_factory.mktemp("docs")
     with databases.fresh_database(backend, directory) as url:
-        app = servers.migrated_app(url)
-        with get_database(app).session_factory() as session:
-            bu = factories.business_unit(session, code="EDU", name="Education")
-            for code in ("ORG1", "ORG2"):
-                learner = factories.learner(session, factories.work_unit(session, bu, code=code))
-                factories.enrolment(session, learner, factories.course(session))
-            issued = factories.token(session, bu)
-            session.commit()
-        servers.dispose(app)
+        issued = servers.seeded_token(url, two_work_units)
         env = {
             "SOUTHROCK_DATABASE_URL": url,
             "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
@@ -73,7 +78,7 @@ def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
     """Headless Chromium through chromedriver, with a fresh profile and its console recorded."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         message = f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install -y chromium chromium-driver"
@@ -98,75 +103,75 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         driver.quit()
 
 
-def _open_docs(driver: object, base_url: str) -> None:
+def _open_docs(driver: Chrome, base_url: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(base_url + "/docs")  # type: ignore[attr-defined]
-    WebDriverWait(driver, WAIT_SECONDS).until(  # type: ignore[arg-type]
+    driver.get(base_url + "/docs")
+    WebDriverWait(driver, WAIT_SECONDS).until(
         lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
     )
 
 
-def _click_copy(driver: object, anchor: str, language: str) -> str:
+def _click_copy(driver: Chrome, anchor: str, language: str) -> str:
     """Show a language's tab, click its copy button, wait for it to report; return the code."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.find_element(By.ID, f"tab-{anchor}-{language}").click()  # type: ignore[attr-defined]
-    button = driver.find_element(  # type: ignore[attr-defined]
+    driver.find_element(By.ID, f"tab-{anchor}-{language}").click()
+    button = driver.find_element(
         By.CSS_SELECTOR, f"#example-{anchor}-{language} button.copy"
     )
     assert button.is_displayed()
     button.click()
-    WebDriverWait(driver, WAIT_SECONDS).until(  # type: ignore[arg-type]
+    WebDriverWait(driver, WAIT_SECONDS).until(
         lambda d: button.get_attribute("data-copied") == "true"
     )
     assert button.text == "Copied"
-    status = driver.find_element(By.ID, "copy-status").text  # type: ignore[attr-defined]
+    status = driver.find_element(By.ID, "copy-status").text
     assert status.startswith("Copied")
     return str(
-        driver.execute_script(  # type: ignore[attr-defined]
+        driver.execute_script(
             "return document.getElementById(arguments[0]).textContent", f"code-{anchor}-{language}"
         )
     )
 
 
-def _read_clipboard(driver: object) -> str:
+def _read_clipboard(driver: Chrome) -> str:
     return str(
-        driver.execute_async_script(  # type: ignore[attr-defined]
+        driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "navigator.clipboard.readText().then(done, (error) => done('ERROR ' + error));"
         )
     )
 
 
-def _console_problems(driver: object) -> list[dict[str, object]]:
+def _console_problems(driver: Chrome) -> list[dict[str, object]]:
     """Console errors and warnings since the last call (a CSP violation would be one)."""
     return [
         entry
-        for entry in driver.get_log("browser")  # type: ignore[attr-defined]
+        for entry in driver.get_log("browser")
         if entry["level"] in ("SEVERE", "WARNING")
     ]
 
 
-def _grant_clipboard(driver: object, base_url: str) -> None:
-    driver.execute_cdp_cmd(  # type: ignore[attr-defined]
+def _grant_clipboard(driver: Chrome, base_url: str) -> None:
+    driver.execute_cdp_cmd(
         "Browser.grantPermissions",
         {"origin": base_url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
     )
 
 
 def test_page_renders_every_endpoint_parameter_and_error(
-    browser: object, served: tuple[str, IssuedToken], tmp_path: Path
+    browser: Chrome, served: tuple[str, IssuedToken], tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
     base_url, _ = served
     _open_docs(browser, base_url)
-    assert "Southrock LMS Enrolment Data Extraction API" in browser.title  # type: ignore[attr-defined]
-    whoami = browser.find_element(By.ID, "whoami")  # type: ignore[attr-defined]
-    enrolments = browser.find_element(By.ID, "listEnrolments")  # type: ignore[attr-defined]
+    assert "Southrock LMS Enrolment Data Extraction API" in browser.title
+    whoami = browser.find_element(By.ID, "whoami")
+    enrolments = browser.find_element(By.ID, "listEnrolments")
     assert "GET /api/v1" in whoami.find_element(By.TAG_NAME, "h2").text
     assert "GET /api/v1/enrolments" in enrolments.find_element(By.TAG_NAME, "h2").text
     names = [
@@ -174,7 +179,7 @@ def test_page_renders_every_endpoint_parameter_and_error(
         for cell in enrolments.find_elements(By.CSS_SELECTOR, "table.parameters tbody td:first-child")
     ]
     assert set(EnrolmentQuerySchema().fields) <= set(names)
-    errors = browser.find_element(By.CSS_SELECTOR, "table.errors").text  # type: ignore[attr-defined]
+    errors = browser.find_element(By.CSS_SELECTOR, "table.errors").text
     for error in CATALOGUE:
         assert error.code in errors
     # Each endpoint's table lists the document's statuses, gunicorn's own 414 and 431 included.
@@ -186,26 +191,26 @@ def test_page_renders_every_endpoint_parameter_and_error(
         ]
         assert statuses == list(document["paths"][section.get_attribute("data-path")]["get"]["responses"])
         assert {"414", "431"} <= set(statuses)
-    refusals = browser.find_element(By.CSS_SELECTOR, "table.refusals").text  # type: ignore[attr-defined]
+    refusals = browser.find_element(By.CSS_SELECTOR, "table.refusals").text
     assert "URI Too Long" in refusals and "Request Header Fields Too Large" in refusals
     tabs = [tab.text for tab in enrolments.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     assert tabs == ["cURL", "Python", "Node.js", "C#"]
-    page = browser.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    page = browser.find_element(By.TAG_NAME, "body").text
     for topic in ("Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link"):
         assert topic in page
     # The whole page, endpoints and examples included: the window grows to the page's height.
-    height = browser.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
-    browser.set_window_size(1280, int(height) + 120)  # type: ignore[attr-defined]
-    assert browser.save_screenshot(str(tmp_path / SCREENSHOT.name))  # type: ignore[attr-defined]
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, int(height) + 120)
+    assert browser.save_screenshot(str(tmp_path / SCREENSHOT.name))
     if UPDATE_SCREENSHOT or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(tmp_path / SCREENSHOT.name, SCREENSHOT)
-    browser.set_window_size(1280, 1600)  # type: ignore[attr-defined]
+    browser.set_window_size(1280, 1600)
     assert _console_problems(browser) == []
 
 
 def test_copy_button_puts_the_example_on_the_clipboard(
-    browser: object, served: tuple[str, IssuedToken]
+    browser: Chrome, served: tuple[str, IssuedToken]
 ) -> None:
     base_url, _ = served
     _open_docs(browser, base_url)
@@ -220,13 +225,13 @@ def test_copy_button_puts_the_example_on_the_clipboard(
 
 
 def test_copy_falls_back_when_the_clipboard_api_is_denied(
-    browser: object, served: tuple[str, IssuedToken]
+    browser: Chrome, served: tuple[str, IssuedToken]
 ) -> None:
     from selenium.webdriver.common.by import By
 
     base_url, _ = served
     _open_docs(browser, base_url)
-    browser.execute_script(  # type: ignore[attr-defined]
+    browser.execute_script(
         "navigator.clipboard.writeText = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));"
         "window.copiedByFallback = null;"
         "document.addEventListener('copy', (event) => {"
@@ -235,19 +240,19 @@ def test_copy_falls_back_when_the_clipboard_api_is_denied(
         "});"
     )
     code = _click_copy(browser, "whoami", "node")
-    button = browser.find_element(By.CSS_SELECTOR, "#example-whoami-node button.copy")  # type: ignore[attr-defined]
+    button = browser.find_element(By.CSS_SELECTOR, "#example-whoami-node button.copy")
     assert button.get_attribute("data-copied-via") == "fallback"
-    assert browser.execute_script("return window.copiedByFallback") == code  # type: ignore[attr-defined]
+    assert browser.execute_script("return window.copiedByFallback") == code
     assert code.startswith("// Node.js 18 or later")
 
 
 @pytest.mark.parametrize("language", ["curl", "python"])
 def test_the_copied_examples_work(
-    browser: object, served: tuple[str, IssuedToken], tmp_path: Path, language: str
+    browser: Chrome, served: tuple[str, IssuedToken], tmp_path: Path, language: str
 ) -> None:
     base_url, issued = served
     _open_docs(browser, base_url)
-    code = browser.execute_script(  # type: ignore[attr-defined]
+    code = browser.execute_script(
         "return document.getElementById(arguments[0]).textContent", f"code-listEnrolments-{language}"
     )
     env = {

@@ -14,6 +14,7 @@ import pytest
 
 from southrock_api.apidocs.page import resolve_ref
 from tests import databases, servers
+from tests.apiclient import basic
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,7 @@ def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
 def raw_get(base_url: str, target: str, headers: dict[str, str], method: str = "GET") -> tuple[int, str, str]:
     """Send a request line exactly as given (no client-side normalisation); return status, type, body."""
     parts = urlsplit(base_url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=15)
     try:
         connection.putrequest(method, target, skip_accept_encoding=True)
         for name, value in headers.items():
@@ -75,7 +76,7 @@ def test_hostile_targets_get_json_e_codes(served: tuple[str, str, str, Path], ta
     "authorization",
     [
         "Basic " + "A" * 8_000,
-        "Basic " + base64.b64encode(("p" * 5_000 + ":s").encode()).decode(),
+        basic("p" * 5_000 + ":s"),
         "Basic %%%",
     ],
 )

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import pytest
 import requests
+from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,10 +16,12 @@ from southrock_api.data.db import get_database
 from tests import databases, hierarchies, servers
 
 pytestmark = pytest.mark.e2e
+# More pages than any plan here makes: a next link that never ends fails instead of looping.
+MAX_PAGES = 1000
 
 
 @pytest.fixture(scope="module")
-def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
+def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flask]]:
     """A gunicorn server with two workers on its own database; yields (base URL, arranging app)."""
     directory = tmp_path_factory.mktemp("e2e")
     with databases.fresh_database(backend, directory) as url:
@@ -35,16 +38,19 @@ def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plan=hierarchies.plans(max_rows=40), limit=st.integers(1, 6))
-def test_following_next_links_over_http(served: tuple[str, object], plan: hierarchies.Plan, limit: int) -> None:
+def test_following_next_links_over_http(served: tuple[str, Flask], plan: hierarchies.Plan, limit: int) -> None:
     base_url, app = served
-    with get_database(app).session_factory() as session:  # type: ignore[arg-type]
+    with get_database(app).session_factory() as session:
         built = hierarchies.build(session, plan, uuid.uuid4().hex[:6])
     http = requests.Session()
     http.auth = (built.token.public_key, built.token.private_key)  # what `curl -u` sends
     rows: list[dict[str, str]] = []
     url: str | None = f"{base_url}/api/v1/enrolments?limit={limit}"
     totals = set()
+    pages = 0
     while url:
+        assert pages < MAX_PAGES, "the next links never end"
+        pages += 1
         response = http.get(url, timeout=10)
         assert response.status_code == 200
         assert response.headers["Content-Type"] == "application/json"

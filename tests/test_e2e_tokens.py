@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import requests
 
 from southrock_api.data.db import get_database
 from tests import databases, factories, servers
+from tests.apiclient import basic
 
 pytestmark = pytest.mark.e2e
 SOUTHROCK = str(Path(sys.executable).parent / "southrock")
@@ -62,7 +62,7 @@ def test_revoke_and_rotate_take_effect_in_every_worker(site: dict[str, str], tmp
 
 def test_failed_authentications_are_limited_across_workers(site: dict[str, str], tmp_path: Path) -> None:
     issued = cli(site, "tokens", "create", "--business-unit", "EDU", "--json")
-    bad = "Basic " + base64.b64encode(f"{issued['public_key']}:srsk_guess".encode()).decode()
+    bad = basic(f"{issued['public_key']}:srsk_guess")
     with servers.gunicorn(site, workers=2) as base_url:
         answers = [requests.get(f"{base_url}/api/v1", headers={"Authorization": bad}, timeout=10) for _ in range(12)]
         assert [a.status_code for a in answers] == [401] * 10 + [429] * 2

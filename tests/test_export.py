@@ -19,13 +19,15 @@ from typing import Iterator
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from sqlalchemy.orm import Session
 
 from southrock_api.integrations.client import SPEC_FIELDS, EnrolmentStream
 from southrock_api.data.db import bump_data_version, get_database
+from southrock_api.data.models import BusinessUnit
 from southrock_api.integrations.export import EXPORT_ATTEMPTS, export_command
 from tests import factories
 from tests.databases import fresh_database
-from tests.servers import dispose, gunicorn, migrated_app
+from tests.servers import dispose, gunicorn, migrated_app, seeded_token
 
 pytestmark = pytest.mark.e2e
 
@@ -58,26 +60,27 @@ class Site:
         return list(response.json())
 
 
+def mangleable_names(session: Session) -> BusinessUnit:
+    """EDU's completed enrolments, some of them with names a spreadsheet would mangle; the token is for EDU."""
+    bu = factories.business_unit(session, code="EDU", name="Education")
+    students = factories.work_unit(session, bu, code="UNIV-STUD", name="University - Students")
+    staff = factories.work_unit(session, bu, code="UNIV-STAFF", name="Staff, \"Head\" Office")
+    course = factories.course(session, code="INFCRTL_GRP3", description="Robotic Control")
+    for index in range(ROWS - 2):
+        who = factories.learner(session, students, first_name="Zoë", surname=f"Nguyễn {index}")
+        factories.enrolment(session, who, course, completed_on=dt.date(2017, 1, 1) + dt.timedelta(days=index), score=Decimal("87.50"))
+    formula = factories.learner(session, staff, first_name="=HYPERLINK(\"http://x\")", surname="-Minus")
+    factories.enrolment(session, formula, course, completed_on=dt.date(2018, 6, 1))
+    factories.enrolment(session, factories.learner(session, staff, first_name="Line\nBreak"), course, completed_on=dt.date(2018, 6, 2))
+    return bu
+
+
 @pytest.fixture(scope="module")
 def site(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """Completed enrolments with names a spreadsheet can mangle, served at 10 requests a second."""
     tmp_path = tmp_path_factory.mktemp("export")
     with fresh_database(backend, tmp_path) as database_url:
-        app = migrated_app(database_url)
-        with get_database(app).session_factory() as session:
-            bu = factories.business_unit(session, code="EDU", name="Education")
-            students = factories.work_unit(session, bu, code="UNIV-STUD", name="University - Students")
-            staff = factories.work_unit(session, bu, code="UNIV-STAFF", name="Staff, \"Head\" Office")
-            course = factories.course(session, code="INFCRTL_GRP3", description="Robotic Control")
-            for index in range(ROWS - 2):
-                who = factories.learner(session, students, first_name="Zoë", surname=f"Nguyễn {index}")
-                factories.enrolment(session, who, course, completed_on=dt.date(2017, 1, 1) + dt.timedelta(days=index), score=Decimal("87.50"))
-            formula = factories.learner(session, staff, first_name="=HYPERLINK(\"http://x\")", surname="-Minus")
-            factories.enrolment(session, formula, course, completed_on=dt.date(2018, 6, 1))
-            factories.enrolment(session, factories.learner(session, staff, first_name="Line\nBreak"), course, completed_on=dt.date(2018, 6, 2))
-            issued = factories.token(session, bu)
-            session.commit()
-        dispose(app)
+        issued = seeded_token(database_url, mangleable_names)
         env = {
             "SOUTHROCK_DATABASE_URL": database_url,
             "SOUTHROCK_RATE_LIMIT": "10 per 1 second",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 from flask import Flask
@@ -55,7 +56,7 @@ ENROLMENTS_HEADER = "SCH_ID,LR_ID,CRS_CODE,SCH_STATUS,SCH_AEDATE,SCH_SCORE,SCH_P
 MODELS = (BusinessUnit, WorkUnit, Course, Learner, Enrolment)
 
 
-def write_files(directory: Path, files: dict[str, str | bytes]) -> Path:
+def write_files(directory: Path, files: Mapping[str, str | bytes]) -> Path:
     """Write CSV files (text as UTF-8, bytes as they are) into directory."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
@@ -453,6 +454,15 @@ def _read_position(pid: int, name: str) -> int:
     return 0
 
 
+def _index_names(app: Flask, table: str) -> list[str]:
+    """The names of a table's indexes, sorted."""
+    names = []
+    for index in inspect(get_database(app).engine).get_indexes(table):
+        assert index["name"] is not None
+        names.append(index["name"])
+    return sorted(names)
+
+
 def _snapshot(app: Flask) -> tuple[dict[str, int], str]:
     with get_database(app).session_factory() as session:
         return counts(session), current_data_version(session)
@@ -543,12 +553,17 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
                 return response.headers.get("X-Total-Count"), response.data
 
             before = page()
-            indexes = sorted(index["name"] for index in inspect(get_database(app).engine).get_indexes("enrolments"))
+            indexes = _index_names(app, "enrolments")
             process = _southrock(url, "import", "--no-progress", str(update))
             seen = []
-            while process.poll() is None:
-                seen.append(page())
-            _out, err = process.communicate()
+            try:
+                deadline = time.monotonic() + 300
+                while process.poll() is None:
+                    assert time.monotonic() < deadline, "the import did not finish within 300 s"
+                    seen.append(page())
+            finally:
+                process.kill()  # still running only if a check failed: never leave it behind
+                _out, err = process.communicate()
             assert process.returncode == 0, err
             after = page()
             assert before != after
@@ -556,7 +571,7 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
             assert seen, "the import finished before the reader could read a page"
             assert all(observed in (before, after) for observed in seen)
             # A bulk load into SQLite rebuilds the enrolment indexes: all of them must be back.
-            assert sorted(index["name"] for index in inspect(get_database(app).engine).get_indexes("enrolments")) == indexes
+            assert _index_names(app, "enrolments") == indexes
             assert "ix_enrolments_report" in indexes
         finally:
             dispose(app)

@@ -45,8 +45,9 @@ def by_definition(session: Session, units: list[WorkUnitInfo], filters: Filters)
         query = query.where(Enrolment.completed_on >= filters.sdate)
     if filters.edate:
         query = query.where(Enrolment.completed_on <= filters.edate)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rnum, (unit, course, learner, enrolment) in enumerate(session.execute(query), start=1):
+        assert enrolment.score_hundredths is not None  # completed
         rows.append(
             {
                 "org_code": unit.code, "org_name": unit.name, "crs_code": course.code, "crs_desc": course.description,

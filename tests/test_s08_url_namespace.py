@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from southrock_api.data.db import get_database
+from southrock_api.admin.tokens import IssuedToken
 from tests import factories
 
 
 @pytest.fixture()
-def authorization(session: Session) -> str:
-    bu = factories.business_unit(session, code="EDU")
-    unit = factories.work_unit(session, bu)
-    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
-    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
-    issued = factories.token(session, bu)
+def authorization(session: Session, organisation: factories.Organisation, bu_token: IssuedToken) -> str:
+    """The business-unit token's header, over two completed enrolments (so limit=1 has a next page)."""
+    factories.enrolment(session, factories.learner(session, organisation.work_unit), factories.course(session))
     session.commit()
-    return issued.authorization
+    return bu_token.authorization
 
 
 @pytest.mark.parametrize("path", ["/api", "/api/", "/api/v2", "/api/v2/enrolments", "/api/v0/enrolments", "/api/V1/enrolments", "/api/latest"])
@@ -46,18 +44,8 @@ def test_version_root_answers_with_and_without_trailing_slash(client: FlaskClien
     assert client.get("/api/v1/", headers={"Authorization": authorization}).status_code == 200
 
 
-def _app_with(app: Flask, **config: object) -> Flask:
-    """A second app with extra config, sharing the test's transaction."""
-    from southrock_api import create_app
-
-    other = create_app({**app.config, **config})
-    get_database(other).engine.dispose()
-    get_database(other).session_factory = get_database(app).session_factory
-    return other
-
-
-def test_links_say_https_behind_a_trusted_proxy(app: Flask, authorization: str) -> None:
-    client = _app_with(app, TRUSTED_PROXIES="127.0.0.1").test_client()
+def test_links_say_https_behind_a_trusted_proxy(app_with: Callable[..., Flask], authorization: str) -> None:
+    client = app_with(TRUSTED_PROXIES="127.0.0.1").test_client()
     response = client.get(
         "/api/v1/enrolments?limit=1",
         headers={"Authorization": authorization, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "acme.southrock.com"},
@@ -74,8 +62,8 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(client: FlaskClien
     assert response.headers["Link"].startswith("<http://localhost/api/v1/enrolments?")
 
 
-def test_require_https_refuses_plain_http_with_a_json_error(app: Flask, authorization: str) -> None:
-    client = _app_with(app, REQUIRE_HTTPS=True, TRUSTED_PROXIES="127.0.0.1").test_client()
+def test_require_https_refuses_plain_http_with_a_json_error(app_with: Callable[..., Flask], authorization: str) -> None:
+    client = app_with(REQUIRE_HTTPS=True, TRUSTED_PROXIES="127.0.0.1").test_client()
     plain = client.get("/api/v1", headers={"Authorization": authorization})
     assert plain.status_code == 404
     assert plain.get_json()["error"] == {"message": "Endpoint not supported: use https://", "code": "E2020"}
@@ -85,8 +73,8 @@ def test_require_https_refuses_plain_http_with_a_json_error(app: Flask, authoriz
 
 
 @pytest.mark.parametrize("host", ["evil.example", "api.acme.example.evil.example", "bad host<>", 'x>; rel="next", <http://evil.example'])
-def test_trusted_hosts_refuse_other_host_names_before_authentication(app: Flask, authorization: str, host: str) -> None:
-    client = _app_with(app, TRUSTED_HOSTS="api.acme.example, .southrock.example").test_client()
+def test_trusted_hosts_refuse_other_host_names_before_authentication(app_with: Callable[..., Flask], authorization: str, host: str) -> None:
+    client = app_with(TRUSTED_HOSTS="api.acme.example, .southrock.example").test_client()
     ours = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": "api.acme.example"})
     assert ours.status_code == 200
     assert ours.headers["Link"].startswith("<http://api.acme.example/api/v1/enrolments?")
@@ -100,15 +88,15 @@ def test_trusted_hosts_refuse_other_host_names_before_authentication(app: Flask,
     assert int(other.headers["X-Rate-Limit-Remaining"]) == left
 
 
-def test_trusted_hosts_ignore_letter_case(app: Flask, authorization: str) -> None:
-    client = _app_with(app, TRUSTED_HOSTS="API.Acme.Example").test_client()
+def test_trusted_hosts_ignore_letter_case(app_with: Callable[..., Flask], authorization: str) -> None:
+    client = app_with(TRUSTED_HOSTS="API.Acme.Example").test_client()
     response = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": "Api.ACME.example"})
     assert response.status_code == 200
     assert response.headers["Link"].startswith("<http://api.acme.example/api/v1/enrolments?")
 
 
-def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, authorization: str) -> None:
-    client = _app_with(app, TRUSTED_HOSTS="api.acme.example", TRUSTED_PROXIES="127.0.0.1").test_client()
+def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app_with: Callable[..., Flask], authorization: str) -> None:
+    client = app_with(TRUSTED_HOSTS="api.acme.example", TRUSTED_PROXIES="127.0.0.1").test_client()
     forwarded = {"Authorization": authorization, "Host": "127.0.0.1:8000"}
     assert client.get("/api/v1", headers={**forwarded, "X-Forwarded-Host": "api.acme.example"}).status_code == 200
     assert client.get("/api/v1", headers={**forwarded, "X-Forwarded-Host": "evil.example"}).status_code == 404
@@ -127,7 +115,7 @@ def test_trusted_hosts_check_the_host_a_trusted_proxy_forwarded(app: Flask, auth
 def test_trusted_hosts_take_a_comma_separated_string_or_a_list(setting: object, names: list[str] | None) -> None:
     from southrock_api.api.proxy import host_names
 
-    assert host_names(setting) == names  # type: ignore[arg-type]
+    assert host_names(setting) == names
 
 
 @pytest.mark.parametrize(
@@ -154,8 +142,8 @@ def test_an_unreadable_require_https_stops_the_app_from_starting(monkeypatch: py
         create_app()
 
 
-def test_the_bare_api_path_is_in_the_api_namespace(app: Flask, authorization: str) -> None:
-    response = app.test_client().get("/api", headers={"Authorization": authorization})
+def test_the_bare_api_path_is_in_the_api_namespace(client: FlaskClient, app_with: Callable[..., Flask], authorization: str) -> None:
+    response = client.get("/api", headers={"Authorization": authorization})
     assert response.status_code == 404 and "X-Rate-Limit-Limit" in response.headers
-    plain = _app_with(app, REQUIRE_HTTPS=True).test_client().get("/api", headers={"Authorization": authorization})
+    plain = app_with(REQUIRE_HTTPS=True).test_client().get("/api", headers={"Authorization": authorization})
     assert plain.get_json()["error"] == {"message": "Endpoint not supported: use https://", "code": "E2020"}

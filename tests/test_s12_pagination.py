@@ -16,15 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from southrock_api.data.db import bump_data_version, get_database
 from southrock_api.data.models import WorkUnit
 from tests import factories, hierarchies
+from tests.apiclient import ApiClient
 
 LINK = re.compile(r'<([^>]+)>; rel="(\w+)"')
+# More pages than any walk here can take: a next link that never ends fails instead of looping.
+MAX_PAGES = 1000
 
 
-def links(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def links(response: TestResponse) -> dict[str, str]:
     return {rel: url for url, rel in LINK.findall(response.headers.get("Link", ""))}
 
 
@@ -38,7 +42,8 @@ def path_and_query(url: str) -> str:
 
 
 @pytest.fixture()
-def issued(session: Session):  # type: ignore[no-untyped-def]
+def api(client: FlaskClient, session: Session) -> ApiClient:
+    """Replaces the shared api: a business-unit token over ten completed enrolments, seven in WU and three in WV."""
     bu = factories.business_unit(session)
     unit = factories.work_unit(session, bu, code="WU")
     other = factories.work_unit(session, bu, code="WV")
@@ -49,15 +54,11 @@ def issued(session: Session):  # type: ignore[no-untyped-def]
         factories.enrolment(session, factories.learner(session, other), course)
     token = factories.token(session, bu)
     session.commit()
-    return token
+    return ApiClient(client, token)
 
 
-def get(client: FlaskClient, issued, query: str):  # type: ignore[no-untyped-def]
-    return client.get(f"/api/v1/enrolments?{query}", headers={"Authorization": issued.authorization})
-
-
-def test_link_header_has_the_spec_format_and_absolute_urls(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, "start=4&limit=3")
+def test_link_header_has_the_spec_format_and_absolute_urls(api: ApiClient) -> None:
+    response = api.enrolments("start=4&limit=3")
     header = response.headers["Link"]
     assert [rel for _, rel in LINK.findall(header)] == ["next", "last", "first", "prev"]
     rels = links(response)
@@ -69,30 +70,30 @@ def test_link_header_has_the_spec_format_and_absolute_urls(client: FlaskClient, 
     assert response.headers["X-Total-Count"] == "10"
 
 
-def test_first_page_has_no_prev_and_last_page_has_no_next(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    first = links(get(client, issued, "limit=4"))
+def test_first_page_has_no_prev_and_last_page_has_no_next(api: ApiClient) -> None:
+    first = links(api.enrolments("limit=4"))
     assert "prev" not in first and "next" in first
-    last = links(get(client, issued, "start=9&limit=4"))
+    last = links(api.enrolments("start=9&limit=4"))
     assert "next" not in last and "prev" in last
-    exact = links(get(client, issued, "start=6&limit=5"))
+    exact = links(api.enrolments("start=6&limit=5"))
     assert "next" not in exact
 
 
-def test_prev_from_an_offgrid_start_stops_before_this_page(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    prev = dict(query_of(links(get(client, issued, "start=3&limit=5"))["prev"]))
+def test_prev_from_an_offgrid_start_stops_before_this_page(api: ApiClient) -> None:
+    prev = dict(query_of(links(api.enrolments("start=3&limit=5"))["prev"]))
     assert prev == {"start": "1", "limit": "2"}
 
 
-def test_links_keep_every_other_parameter_including_repeated_orgcodes(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, "ORGCODES=WU&ORGCODES=WV&SDATE=2017-01-01&extra=x%20y&limit=2")
+def test_links_keep_every_other_parameter_including_repeated_orgcodes(api: ApiClient) -> None:
+    response = api.enrolments("ORGCODES=WU&ORGCODES=WV&SDATE=2017-01-01&extra=x%20y&limit=2")
     for url in links(response).values():
         pairs = query_of(url)
         assert [v for k, v in pairs if k == "ORGCODES"] == ["WU", "WV"]
         assert ("SDATE", "2017-01-01") in pairs and ("extra", "x y") in pairs
 
 
-def test_a_start_past_the_end_is_an_empty_page(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, "start=11")
+def test_a_start_past_the_end_is_an_empty_page(api: ApiClient) -> None:
+    response = api.enrolments("start=11")
     assert response.status_code == 200
     assert response.get_json() == []
     assert response.headers["X-Total-Count"] == "10"
@@ -100,38 +101,39 @@ def test_a_start_past_the_end_is_an_empty_page(client: FlaskClient, issued) -> N
 
 
 @pytest.mark.parametrize("start", [11, 12, 999, 2**31 - 1])
-def test_prev_from_past_the_end_is_the_last_page(client: FlaskClient, issued, start: int) -> None:  # type: ignore[no-untyped-def]
-    found = links(get(client, issued, f"start={start}&limit=5"))
+def test_prev_from_past_the_end_is_the_last_page(api: ApiClient, start: int) -> None:
+    found = links(api.enrolments(f"start={start}&limit=5"))
     assert dict(query_of(found["prev"])) == dict(query_of(found["last"])) == {"start": "6", "limit": "5"}
 
 
-def test_an_empty_result_still_has_first_and_last(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, "ORGCODES=NONE")
+def test_an_empty_result_still_has_first_and_last(api: ApiClient) -> None:
+    response = api.enrolments("ORGCODES=NONE")
     assert response.headers["X-Total-Count"] == "0"
     assert set(links(response)) == {"first", "last"}
 
 
-def test_a_stale_cursor_is_ignored_after_the_data_changes(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
-    first = get(client, issued, "limit=4")
+def test_a_stale_cursor_is_ignored_after_the_data_changes(api: ApiClient, session: Session) -> None:
+    first = api.enrolments("limit=4")
     next_url = path_and_query(links(first)["next"])
     # An import between two pages sorts a new row first, so the cursor no longer describes row 4.
     unit = session.scalar(select(WorkUnit).where(WorkUnit.code == "WU"))
     assert unit is not None
     factories.enrolment(session, factories.learner(session, unit, lr_id="aaa"), factories.course(session, code="AAA"))
     session.commit()
-    followed = client.get(next_url, headers={"Authorization": issued.authorization})
-    direct = get(client, issued, "start=5&limit=4")
+    followed = api.get(next_url)
+    direct = api.enrolments("start=5&limit=4")
     assert followed.get_json() == direct.get_json()
     assert followed.headers["X-Total-Count"] == "11"
 
 
-def walk(client: FlaskClient, authorization: str, query: str) -> tuple[list[dict[str, str]], int]:
+def walk(api: ApiClient, query: str) -> tuple[list[dict[str, str]], int]:
     """Follow next links from the first page; return every row and the page count."""
     rows: list[dict[str, str]] = []
     url: str | None = f"/api/v1/enrolments?{query}"
     pages = 0
     while url:
-        response = client.get(url, headers={"Authorization": authorization})
+        assert pages < MAX_PAGES, "the next links never end"
+        response = api.get(url)
         assert response.status_code == 200
         rows.extend(response.get_json())
         pages += 1
@@ -151,19 +153,19 @@ def test_following_next_yields_every_visible_row_once_in_order(
     try:
         with get_database(app).session_factory() as session:
             built = hierarchies.build(session, plan, uuid.uuid4().hex[:4])
-        client = app.test_client()
+        api = ApiClient(app.test_client(), built.token)
         orgcodes = data.draw(st.lists(st.sampled_from(sorted(built.all_org_codes)), max_size=3))
         query = "".join(f"ORGCODES={code}&" for code in orgcodes) + f"limit={limit}"
         expected = built.expected
         if orgcodes:
             expected = [row for row in expected if row["ORG_CODE"] in orgcodes]
             expected = [{**row, "RNUM": str(n)} for n, row in enumerate(expected, start=1)]
-        rows, pages = walk(client, built.token.authorization, query)
+        rows, pages = walk(api, query)
         assert rows == expected
         assert pages == max(1, -(-len(expected) // limit))
         # Pages reached through links equal pages asked for by start directly.
         start = data.draw(st.integers(1, len(expected) + 2))
-        direct = client.get(f"/api/v1/enrolments?{query}&start={start}", headers={"Authorization": built.token.authorization})
+        direct = api.enrolments(f"{query}&start={start}")
         assert direct.get_json() == expected[start - 1 : start - 1 + limit]
         assert direct.headers["X-Total-Count"] == str(len(expected))
     finally:
@@ -175,14 +177,14 @@ def test_following_next_yields_every_visible_row_once_in_order(
     [
         "not-base64!",
         "W10",  # []
-        __import__("base64").urlsafe_b64encode(b"[" * 20_000).decode(),  # nesting deep enough to recurse
+        base64.urlsafe_b64encode(b"[" * 20_000).decode(),  # nesting deep enough to recurse
         "A" * 5000,
     ],
 )
-def test_a_malformed_cursor_is_ignored(client: FlaskClient, issued, after: str) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, f"start=3&limit=2&after={after}")
+def test_a_malformed_cursor_is_ignored(api: ApiClient, after: str) -> None:
+    response = api.enrolments(f"start=3&limit=2&after={after}")
     assert response.status_code == 200
-    assert response.get_json() == get(client, issued, "start=3&limit=2").get_json()
+    assert response.get_json() == api.enrolments("start=3&limit=2").get_json()
 
 
 def _edited(after: str, position: int, value: str) -> str:
@@ -202,46 +204,49 @@ def _edited(after: str, position: int, value: str) -> str:
         (3, "x" * 65),  # longer than any stored code
     ],
 )
-def test_an_edited_cursor_is_ignored(client: FlaskClient, issued, position: int, value: str) -> None:  # type: ignore[no-untyped-def]
-    next_url = links(get(client, issued, "limit=3"))["next"]
+def test_an_edited_cursor_is_ignored(api: ApiClient, position: int, value: str) -> None:
+    next_url = links(api.enrolments("limit=3"))["next"]
     after = dict(query_of(next_url))["after"]
-    response = get(client, issued, f"start=4&limit=3&after={_edited(after, position, value)}")
+    response = api.enrolments(f"start=4&limit=3&after={_edited(after, position, value)}")
     assert response.status_code == 200
-    assert response.get_json() == get(client, issued, "start=4&limit=3").get_json()
+    assert response.get_json() == api.enrolments("start=4&limit=3").get_json()
     assert [row["RNUM"] for row in response.get_json()] == ["4", "5", "6"]
 
 
-def test_x_data_version_stays_while_paging_and_changes_with_an_import(client: FlaskClient, session: Session, issued) -> None:  # type: ignore[no-untyped-def]
-    first = get(client, issued, "limit=3")
-    following = client.get(path_and_query(links(first)["next"]), headers={"Authorization": issued.authorization})
+def test_x_data_version_stays_while_paging_and_changes_with_an_import(api: ApiClient, session: Session) -> None:
+    first = api.enrolments("limit=3")
+    following = api.get(path_and_query(links(first)["next"]))
     version = first.headers["X-Data-Version"]
     assert following.headers["X-Data-Version"] == version and len(version) == 16
     bump_data_version(session)
     session.commit()
-    assert get(client, issued, "limit=3").headers["X-Data-Version"] != version
+    assert api.enrolments("limit=3").headers["X-Data-Version"] != version
 
 
 @pytest.mark.parametrize("query", ["after=a&after=b", "AFTER=a"])
-def test_after_follows_the_rules_of_every_parameter(client: FlaskClient, issued, query: str) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, f"start=4&{query}")
+def test_after_follows_the_rules_of_every_parameter(api: ApiClient, query: str) -> None:
+    response = api.enrolments(f"start=4&{query}")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "E3010"
 
 
 @pytest.mark.parametrize(("limit", "next_start", "last_start"), [(9, "10", "10"), (5, "6", "6"), (10, None, "1"), (3, "4", "10")])
-def test_next_and_last_at_the_edges_of_a_ten_row_result(client: FlaskClient, issued, limit: int, next_start: str | None, last_start: str) -> None:  # type: ignore[no-untyped-def]
-    rels = links(get(client, issued, f"limit={limit}"))
+def test_next_and_last_at_the_edges_of_a_ten_row_result(api: ApiClient, limit: int, next_start: str | None, last_start: str) -> None:
+    rels = links(api.enrolments(f"limit={limit}"))
     assert (dict(query_of(rels["next"]))["start"] if "next" in rels else None) == next_start
     assert dict(query_of(rels["last"]))["start"] == last_start
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 5, 9, 10])
-def test_following_next_from_first_lands_exactly_on_last(client: FlaskClient, issued, limit: int) -> None:  # type: ignore[no-untyped-def]
-    response = get(client, issued, f"limit={limit}")
+def test_following_next_from_first_lands_exactly_on_last(api: ApiClient, limit: int) -> None:
+    response = api.enrolments(f"limit={limit}")
     last = dict(query_of(links(response)["last"]))["start"]
     rows = response.get_json()
+    pages = 1
     while "next" in links(response):
-        response = client.get(path_and_query(links(response)["next"]), headers={"Authorization": issued.authorization})
+        assert pages < MAX_PAGES, "the next links never end"
+        pages += 1
+        response = api.get(path_and_query(links(response)["next"]))
         rows += response.get_json()
     assert dict(parse_qsl(urlsplit(response.request.url).query)).get("start", "1") == last
     assert [row["RNUM"] for row in rows] == [str(n) for n in range(1, 11)]
@@ -254,15 +259,15 @@ def test_a_cursor_is_ignored_under_other_filters(client: FlaskClient, session: S
     course = factories.course(session)
     for unit_, day in [(unit, 1), (unit, 2), (unit, 10), (unit, 11), (unit, 12), (other, 13), (other, 14), (other, 15)]:
         factories.enrolment(session, factories.learner(session, unit_, lr_id=f"lr{day:02d}"), course, completed_on=dt.date(2020, 1, day))
-    token = factories.token(session, bu)
+    api = ApiClient(client, factories.token(session, bu))
     session.commit()
-    after = dict(query_of(links(get(client, token, "limit=3"))["next"]))["after"]
+    after = dict(query_of(links(api.enrolments("limit=3"))["next"]))["after"]
     # Each filter drops rows before row 3 of the unfiltered result, so its row 4 is another row.
     for filters in ("SDATE=2020-01-05", "EDATE=2020-01-12&SDATE=2020-01-02", "ORGCODES=BB"):
-        with_cursor = get(client, token, f"{filters}&limit=3&start=4&after={after}")
-        assert with_cursor.get_json() == get(client, token, f"{filters}&limit=3&start=4").get_json()
+        with_cursor = api.enrolments(f"{filters}&limit=3&start=4&after={after}")
+        assert with_cursor.get_json() == api.enrolments(f"{filters}&limit=3&start=4").get_json()
 
 
-def test_prev_from_the_page_holding_the_last_row_is_the_page_before_it(client: FlaskClient, issued) -> None:  # type: ignore[no-untyped-def]
-    found = links(get(client, issued, "start=10&limit=5"))
+def test_prev_from_the_page_holding_the_last_row_is_the_page_before_it(api: ApiClient) -> None:
+    found = links(api.enrolments("start=10&limit=5"))
     assert dict(query_of(found["prev"])) == {"start": "5", "limit": "5"}

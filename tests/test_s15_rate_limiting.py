@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import time
+from pathlib import Path
+from typing import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
-from tests import factories
-
-
-@pytest.fixture()
-def tokens(session: Session):  # type: ignore[no-untyped-def]
-    bu = factories.business_unit(session)
-    unit = factories.work_unit(session, bu)
-    factories.enrolment(session, factories.learner(session, unit), factories.course(session))
-    issued = (factories.token(session, bu), factories.token(session, unit))
-    session.commit()
-    return issued
+from southrock_api.admin.tokens import IssuedToken
+from tests.apiclient import ApiClient, basic
 
 
-def remaining(response) -> int:  # type: ignore[no-untyped-def]
+def remaining(response: TestResponse) -> int:
     return int(response.headers["X-Rate-Limit-Remaining"])
 
 
-def test_headers_count_down_from_60(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
-    first = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
-    second = client.get("/api/v1/enrolments", headers={"Authorization": tokens[0].authorization})
+def test_headers_count_down_from_60(api: ApiClient) -> None:
+    first = api.whoami()
+    second = api.enrolments()
     assert first.headers["X-Rate-Limit-Limit"] == "60"
     assert remaining(first) == 59 and remaining(second) == 58
     assert 0 < int(first.headers["X-Rate-Limit-Reset"]) <= 60
@@ -36,12 +29,15 @@ def test_headers_count_down_from_60(client: FlaskClient, tokens) -> None:  # typ
     assert first.headers["RateLimit"].startswith('"site";r=59;t=')
 
 
-def test_the_61st_request_is_429_e1030_and_every_token_shares_the_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+def test_the_61st_request_is_429_e1030_and_every_token_shares_the_bucket(
+    client: FlaskClient, bu_token: IssuedToken, wu_token: IssuedToken
+) -> None:
+    apis = (ApiClient(client, bu_token), ApiClient(client, wu_token))
     for number in range(60):
-        token = tokens[number % 2]  # two tokens, one site bucket
-        assert client.get("/api/v1", headers={"Authorization": token.authorization}).status_code == 200
-    for token in tokens:
-        response = client.get("/api/v1/enrolments", headers={"Authorization": token.authorization})
+        api = apis[number % 2]  # two tokens, one site bucket
+        assert api.whoami().status_code == 200
+    for api in apis:
+        response = api.enrolments()
         assert response.status_code == 429
         assert response.get_json()["error"]["code"] == "E1030"
         assert response.headers["X-Rate-Limit-Remaining"] == "0"
@@ -53,25 +49,25 @@ def test_the_61st_request_is_429_e1030_and_every_token_shares_the_bucket(client:
     ("path", "status"),
     [("/api/v2", 404), ("/api/v1/nope", 404), ("/api/v1/enrolments?limit=0", 400)],
 )
-def test_error_responses_carry_the_headers_too(client: FlaskClient, tokens, path: str, status: int) -> None:  # type: ignore[no-untyped-def]
-    response = client.get(path, headers={"Authorization": tokens[0].authorization})
+def test_error_responses_carry_the_headers_too(api: ApiClient, path: str, status: int) -> None:
+    response = api.get(path)
     assert response.status_code == status
     assert response.headers["X-Rate-Limit-Limit"] == "60"
     assert "X-Rate-Limit-Remaining" in response.headers
 
 
-def test_bad_parameters_from_a_valid_token_spend_the_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
-    client.get("/api/v1/enrolments?limit=0", headers={"Authorization": tokens[0].authorization})
-    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 58
+def test_bad_parameters_from_a_valid_token_spend_the_bucket(api: ApiClient) -> None:
+    api.enrolments("limit=0")
+    assert remaining(api.whoami()) == 58
 
 
-def test_failed_authentication_does_not_spend_the_site_bucket(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
-    bad = "Basic " + base64.b64encode(f"{tokens[0].public_key}:wrong".encode()).decode()
+def test_failed_authentication_does_not_spend_the_site_bucket(api: ApiClient, client: FlaskClient, bu_token: IssuedToken) -> None:
+    bad = ApiClient(client, basic(f"{bu_token.public_key}:wrong"))
     for _ in range(5):
-        response = client.get("/api/v1/enrolments", headers={"Authorization": bad})
+        response = bad.enrolments()
         assert response.status_code == 401
         assert response.headers["X-Rate-Limit-Remaining"] == "60"
-    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
+    assert remaining(api.whoami()) == 59
 
 
 @pytest.mark.parametrize(
@@ -79,11 +75,11 @@ def test_failed_authentication_does_not_spend_the_site_bucket(client: FlaskClien
     # A guess, a NUL (PostgreSQL refuses it in text), a control character and a non-ASCII key.
     [b"srpk_guess:srsk_guess", b"\x00guess:srsk_guess", b"srpk_\x1bguess:x", "srpk_gu\u00e9ss:x".encode()],
 )
-def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tokens, credentials: bytes) -> None:  # type: ignore[no-untyped-def]
-    bad = "Basic " + base64.b64encode(credentials).decode()
-    statuses = [client.get("/api/v1", headers={"Authorization": bad}).status_code for _ in range(12)]
+def test_repeated_failures_from_one_address_are_limited(api: ApiClient, client: FlaskClient, credentials: bytes) -> None:
+    bad = ApiClient(client, basic(credentials))
+    statuses = [bad.whoami().status_code for _ in range(12)]
     assert statuses == [401] * 10 + [429] * 2
-    blocked = client.get("/api/v1", headers={"Authorization": bad})
+    blocked = bad.whoami()
     assert blocked.status_code == 429
     assert blocked.get_json()["error"]["code"] == "E1030"
     assert int(blocked.headers["Retry-After"]) >= 1
@@ -93,57 +89,47 @@ def test_repeated_failures_from_one_address_are_limited(client: FlaskClient, tok
     assert blocked.headers["X-Rate-Limit-Reset"] == blocked.headers["Retry-After"]
     assert blocked.headers["RateLimit-Policy"] == '"auth-failures";q=10;w=60'
     # Another address is not affected, and the site bucket is untouched.
-    other = client.get("/api/v1", headers={"Authorization": tokens[0].authorization}, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    other = api.whoami(environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other.status_code == 200 and remaining(other) == 59
     # A valid key from the blocked address is served: whoever shares the address (a NAT) and
     # guesses cannot lock the site's integration out.
-    shared = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
+    shared = api.whoami()
     assert shared.status_code == 200 and remaining(shared) == 58
 
 
-def test_health_probes_are_not_limited(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
+def test_health_probes_are_not_limited(api: ApiClient, client: FlaskClient) -> None:
     for _ in range(70):
         response = client.get("/healthz")
         assert response.status_code == 200
         assert "X-Rate-Limit-Limit" not in response.headers
-    assert remaining(client.get("/api/v1", headers={"Authorization": tokens[0].authorization})) == 59
+    assert remaining(api.whoami()) == 59
 
 
-def test_the_window_is_fixed_and_the_first_request_after_it_starts_the_next(app, tokens, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from southrock_api import create_app
-    from southrock_api.data.db import get_database
-
-    config = {**app.config, "RATE_LIMIT": "2 per 2 seconds", "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'rl.sqlite'}"}
-    short = create_app(config)
-    get_database(short).engine.dispose()
-    get_database(short).session_factory = get_database(app).session_factory
-    client = short.test_client()
-    answers = [client.get("/api/v1", headers={"Authorization": tokens[0].authorization}) for _ in range(3)]
+def test_the_window_is_fixed_and_the_first_request_after_it_starts_the_next(
+    app_with: Callable[..., Flask], bu_token: IssuedToken, tmp_path: Path
+) -> None:
+    short = app_with(RATE_LIMIT="2 per 2 seconds", RATELIMIT_STORAGE_URI=f"sqlite:///{tmp_path / 'rl.sqlite'}")
+    api = ApiClient(short.test_client(), bu_token)
+    answers = [api.whoami() for _ in range(3)]
     assert [answer.status_code for answer in answers] == [200, 200, 429]
     # Requests within a window never move its end.
     resets = [int(answer.headers["X-Rate-Limit-Reset"]) for answer in answers]
     assert resets == sorted(resets, reverse=True) and 1 <= resets[-1] <= 2
     time.sleep(resets[-1] + 0.1)
-    fresh = client.get("/api/v1", headers={"Authorization": tokens[0].authorization})
+    fresh = api.whoami()
     assert fresh.status_code == 200 and remaining(fresh) == 1
 
 
 @pytest.mark.parametrize("path", ["/apidocs", "/api-v1", "/docs"])
-def test_paths_outside_the_api_namespace_carry_no_rate_limit_headers(client: FlaskClient, tokens, path: str) -> None:  # type: ignore[no-untyped-def]
-    response = client.get(path, headers={"Authorization": tokens[0].authorization})
+def test_paths_outside_the_api_namespace_carry_no_rate_limit_headers(api: ApiClient, path: str) -> None:
+    response = api.get(path)
     assert "X-Rate-Limit-Limit" not in response.headers
     assert "RateLimit" not in response.headers
 
 
-def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, tokens) -> None:  # type: ignore[no-untyped-def]
-    from southrock_api import create_app
-    from southrock_api.data.db import get_database
-
-    behind_proxy = create_app({**app.config, "TRUSTED_PROXIES": "10.0.0.1"})
-    get_database(behind_proxy).engine.dispose()
-    get_database(behind_proxy).session_factory = get_database(app).session_factory
-    client = behind_proxy.test_client()
-    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app_with: Callable[..., Flask], bu_token: IssuedToken) -> None:
+    client = app_with(TRUSTED_PROXIES="10.0.0.1").test_client()
+    bad = basic(b"srpk_guess:srsk_guess")
 
     def attempt(peer: str, forwarded_for: str) -> int:
         environ = {"REMOTE_ADDR": peer}
@@ -157,8 +143,8 @@ def test_failure_limit_uses_the_client_address_only_from_a_trusted_proxy(app, to
     assert [attempt("203.0.113.5", f"192.0.2.{n}") for n in range(11)] == [401] * 10 + [429]
 
 
-def test_an_ipv6_client_is_limited_by_its_slash_64(client: FlaskClient, tokens) -> None:  # type: ignore[no-untyped-def]
-    bad = "Basic " + base64.b64encode(b"srpk_guess:srsk_guess").decode()
+def test_an_ipv6_client_is_limited_by_its_slash_64(client: FlaskClient, bu_token: IssuedToken) -> None:
+    bad = basic(b"srpk_guess:srsk_guess")
     # A new address from the same /64 for every guess does not reset the count.
     statuses = [
         client.get("/api/v1", headers={"Authorization": bad}, environ_base={"REMOTE_ADDR": f"2001:db8:0:1::{n + 1:x}"}).status_code

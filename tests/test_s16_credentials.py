@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
 
-from tests import factories
+from southrock_api.admin.tokens import IssuedToken
+from tests.apiclient import ApiClient
 
 
-def test_business_unit_token_sees_its_business_unit(client: FlaskClient, session: Session) -> None:
-    bu = factories.business_unit(session, code="EDU", name="Education")
-    issued = factories.token(session, bu)
-    session.commit()
-    response = client.get("/api/v1", headers={"Authorization": issued.authorization})
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("bu_token", {"ORGGRP_CODE": "EDU", "ORGGRP_NAME": "Education"}),
+        ("wu_token", {"ORG_CODE": "UNIV-STUD", "ORG_NAME": "University - Students"}),
+    ],
+    ids=["business unit token sees its business unit", "work unit token sees its work unit"],
+)
+def test_a_token_sees_its_own_unit(client: FlaskClient, request: pytest.FixtureRequest, token: str, expected: dict[str, str]) -> None:
+    issued: IssuedToken = request.getfixturevalue(token)
+    response = ApiClient(client, issued).whoami()
     assert response.status_code == 200
-    assert response.get_json() == {"ORGGRP_CODE": "EDU", "ORGGRP_NAME": "Education"}
+    assert response.get_json() == expected
     assert response.content_type == "application/json"
-
-
-def test_work_unit_token_sees_its_work_unit(client: FlaskClient, session: Session) -> None:
-    bu = factories.business_unit(session)
-    wu = factories.work_unit(session, bu, code="UNIV-STUD", name="University - Students")
-    issued = factories.token(session, wu)
-    session.commit()
-    response = client.get("/api/v1", headers={"Authorization": issued.authorization})
-    assert response.status_code == 200
-    assert response.get_json() == {"ORG_CODE": "UNIV-STUD", "ORG_NAME": "University - Students"}

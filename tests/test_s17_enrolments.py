@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from southrock_api.data.models import BusinessUnit, WorkUnit
 from tests import factories, worlds
+from tests.apiclient import ApiClient
 
 FIELDS = {
     "ORG_CODE", "ORG_NAME", "CRS_CODE", "CRS_DESC", "LR_ID", "LR_SNAME",
@@ -20,11 +22,9 @@ def world(session: Session) -> worlds.World:
     return worlds.build(session)
 
 
-def get(client: FlaskClient, world: worlds.World, token: str, query: str = ""):  # type: ignore[no-untyped-def]
-    return client.get(
-        "/api/v1/enrolments" + (f"?{query}" if query else ""),
-        headers={"Authorization": world.tokens[token].authorization},
-    )
+def get(client: FlaskClient, world: worlds.World, token: str, query: str = "") -> TestResponse:
+    """GET /api/v1/enrolments?query with the world's token for a unit."""
+    return ApiClient(client, world.tokens[token]).enrolments(query)
 
 
 def org_codes(rows: list[dict[str, str]]) -> set[str]:
@@ -95,7 +95,7 @@ def test_order_is_by_code_point_whatever_the_database_collation(client: FlaskCli
             factories.enrolment(session, factories.learner(session, unit, lr_id=f"{lr_id}{number}"), course)
     token = factories.token(session, root)
     session.commit()
-    response = client.get("/api/v1/enrolments?limit=500", headers={"Authorization": token.authorization})
+    response = ApiClient(client, token).enrolments("limit=500")
     keys = [(row["ORG_CODE"], row["CRS_CODE"], row["LR_ID"]) for row in response.get_json()]
     assert len(keys) == 16
     # An en-US collation would put 'a_unit' first and 'crs-b' before 'CRS-A'.
@@ -121,7 +121,7 @@ def test_a_business_unit_and_a_work_unit_with_the_same_id_see_their_own_units(cl
     tokens = {unit.code: factories.token(session, unit) for unit in (owner, same_id)}
     session.commit()
     seen = {
-        code: org_codes(client.get("/api/v1/enrolments", headers={"Authorization": token.authorization}).get_json())
+        code: org_codes(ApiClient(client, token).enrolments().get_json())
         for code, token in tokens.items()
     }
     assert seen == {"SAME-ID-BU": {"OWNED"}, "SAME-ID-WU": {"SAME-ID-WU"}}
@@ -242,8 +242,6 @@ def test_other_unknown_parameters_are_still_ignored(client: FlaskClient, world: 
 
 
 def test_default_page_size_is_200(client: FlaskClient, session: Session) -> None:
-    from tests import factories
-
     bu = factories.business_unit(session)
     unit = factories.work_unit(session, bu)
     course = factories.course(session)
@@ -252,7 +250,7 @@ def test_default_page_size_is_200(client: FlaskClient, session: Session) -> None
         factories.enrolment(session, person, course)
     issued = factories.token(session, bu)
     session.commit()
-    response = client.get("/api/v1/enrolments", headers={"Authorization": issued.authorization})
+    response = ApiClient(client, issued).enrolments()
     assert len(response.get_json()) == 200
     assert response.headers["X-Total-Count"] == "205"
 

@@ -13,11 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
 
 from southrock_api import create_app
 from southrock_api.data import migrations
 from southrock_api.data.db import get_database
 from southrock_api.api.ratelimit import get_limiter
+from southrock_api.api.ratelimit_store import SQLStorage
 from tests import databases
 from tests.servers import ROOT, dispose, gunicorn, seeded_token
 
@@ -124,11 +127,25 @@ def _app_with_pooled_connections(tmp_path: Path) -> Flask:
             "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
         }
     )
-    for engine in (get_database(app).engine, get_limiter(app).storage.engine):  # type: ignore[attr-defined]
+    for engine in _engines(app):
         with engine.connect():
             pass
-        assert engine.pool.checkedin() == 1
+        assert _checked_in(engine) == 1
     return app
+
+
+def _engines(app: Flask) -> tuple[Engine, Engine]:
+    """The app's database engine and its limiter's SQL store's engine."""
+    storage = get_limiter(app).storage
+    assert isinstance(storage, SQLStorage)
+    return get_database(app).engine, storage.engine
+
+
+def _checked_in(engine: Engine) -> int:
+    """Connections idle in the engine's pool."""
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedin()
 
 
 def test_post_fork_drops_the_pools_a_preloaded_app_inherited(tmp_path: Path) -> None:
@@ -136,8 +153,9 @@ def test_post_fork_drops_the_pools_a_preloaded_app_inherited(tmp_path: Path) -> 
     post_fork = runpy.run_path(str(CONFIG))["post_fork"]
     # gunicorn's worker carries the preloaded app as worker.app.callable (None without --preload).
     post_fork(None, SimpleNamespace(app=SimpleNamespace(callable=app)))
-    assert get_database(app).engine.pool.checkedin() == 0
-    assert get_limiter(app).storage.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    database, store = _engines(app)
+    assert _checked_in(database) == 0
+    assert _checked_in(store) == 0
     post_fork(None, SimpleNamespace(app=SimpleNamespace(callable=None)))
     dispose(app)
 

@@ -17,6 +17,7 @@ import requests
 from southrock_api.api.logs import RedactKeys
 from southrock_api.admin.tokens import IssuedToken
 from tests import databases
+from tests.apiclient import basic
 from tests.servers import gunicorn, seeded_token
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +104,7 @@ def test_the_trusted_proxy_names_the_request(server: tuple[str, IssuedToken, Pat
 def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, IssuedToken, Path]) -> None:
     base_url, issued, log_path = server
     wrong = f"{issued.public_key}:srsk_not-the-right-private-key"
-    wrong_header = "Basic " + base64.b64encode(wrong.encode()).decode()
+    wrong_header = basic(wrong)
     sent = [
         (requests.get(base_url + "/api/v1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),
         (requests.get(base_url + "/api/v1/enrolments?limit=1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),

@@ -20,6 +20,7 @@ from southrock_api.data.models import DataState
 from southrock_api.data.migrations import alembic_config, include_name
 from tests import databases
 
+
 @pytest.fixture()
 def empty_app(backend: str, tmp_path: Path) -> Iterator[Flask]:
     """An app on a brand-new, empty database of the run's backend."""
@@ -63,6 +64,8 @@ def test_db_upgrade_twice_is_harmless(empty_app: Flask) -> None:
 def test_models_and_migrations_agree(empty_app: Flask) -> None:
     """Autogenerate finds nothing to do: the migrations build exactly what the models declare."""
     _upgrade(empty_app)
+    # No table beyond the models' and Alembic's own: the comparison below leaves other tables out.
+    assert set(inspect(_engine(empty_app)).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
     # The limiter's own table may share the database; it is not the schema's to drop.
     ratelimit_store.counters.metadata.create_all(_engine(empty_app))
     with _engine(empty_app).connect() as connection:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from southrock_api.admin.tokens import IssuedToken
+from southrock_api.data.models import BusinessUnit, WorkUnit
 from tests import factories
 
 
@@ -54,8 +55,11 @@ def build(session: Session) -> World:
             factories.enrolment(session, person, robotics, status="IN_PROGRESS", progress=40)
             factories.enrolment(session, person, interface, status="WITHDRAWN")
         world.completed[unit.code] = ids
-    for name, unit in (("EDU", edu), ("EDU-VOC", voc), ("CORP", corp), ("UNIV", univ), ("UNIV-STUD", stud), ("CORP-1", corp1)):
-        world.tokens[name] = factories.token(session, unit)
+    holders: tuple[tuple[str, BusinessUnit | WorkUnit], ...] = (
+        ("EDU", edu), ("EDU-VOC", voc), ("CORP", corp), ("UNIV", univ), ("UNIV-STUD", stud), ("CORP-1", corp1)
+    )
+    for name, holder in holders:
+        world.tokens[name] = factories.token(session, holder)
     session.commit()
     return world
 
