@@ -20,12 +20,45 @@ from southrock_api.admin import tokens
 from southrock_api.data import migrations
 from southrock_api.integrations import export, rtopilot
 from southrock_api.config import ConfigError
-from southrock_api.data.db import failure_reason, get_database
+from southrock_api.data.db import WriteLockTimeout, failure_reason, get_database
 from southrock_api.data.deadlines import DatabaseTimeout
 
 
 def _session() -> Session:
     return migrations.migrated_session()
+
+
+def _writing_session(wait: float | None) -> Session:
+    """A session that may write; on SQLite it first waits (saying so) while another command holds the write lock."""
+    from flask import current_app
+
+    limit = float(current_app.config["COMMAND_TIMEOUT"]) if wait is None else wait
+
+    def waiting(waited: float) -> None:
+        click.echo(
+            f"waiting for the database's write lock, which another command (an import?) holds: "
+            f"{waited:.0f} s so far, giving up after {limit:g} s (--wait)",
+            err=True,
+        )
+
+    try:
+        return migrations.migrated_session(wait=limit, on_wait=waiting)
+    except WriteLockTimeout as error:
+        raise click.ClickException(
+            f"{error}, which another command (an import?) holds; nothing was changed. Run this again "
+            "when it has finished, or wait longer with --wait SECONDS."
+        ) from None
+
+
+def _waits(command: Any) -> Any:
+    """Add --wait: how long a writing command waits for another command's write lock (SQLite)."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="SECONDS",
+        help="How long to wait while another command (an import) is writing (default: SOUTHROCK_COMMAND_TIMEOUT).",
+    )(command)
 
 
 @click.group("db")
@@ -47,13 +80,14 @@ def db_upgrade(revision: str) -> None:
 @click.command("import")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@_waits
 @with_appcontext
-def import_command(directory: Path, progress: bool | None) -> None:
+def import_command(directory: Path, progress: bool | None, wait: float | None) -> None:
     """Load business_units, work_units, courses, learners and enrolments CSVs from DIRECTORY."""
     from southrock_api.data.importer import ImportFailed, import_directory
 
     show = sys.stderr.isatty() if progress is None else progress
-    with _session() as session:
+    with _writing_session(wait) as session:
         try:
             report = import_directory(session, directory, progress=show)
         except ImportFailed as failure:
@@ -67,8 +101,9 @@ def import_command(directory: Path, progress: bool | None) -> None:
 @click.option("--enrolments", "enrolment_count", default=5000, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="Write the CSVs here instead of importing them.")
+@_waits
 @with_appcontext
-def demo_data_command(enrolment_count: int, seed: int, output: Path | None) -> None:
+def demo_data_command(enrolment_count: int, seed: int, output: Path | None, wait: float | None) -> None:
     """Generate a realistic, deterministic data set and import it."""
     from southrock_api.data.demo import write_demo_csvs
     from southrock_api.data.importer import import_directory
@@ -79,7 +114,7 @@ def demo_data_command(enrolment_count: int, seed: int, output: Path | None) -> N
         return
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=seed)
-        with _session() as session:
+        with _writing_session(wait) as session:
             report = import_directory(session, Path(tmp), progress=sys.stderr.isatty())
     click.echo(report.summary())
 
@@ -91,8 +126,9 @@ DEMO_TOKEN_DESCRIPTION = "demo token (make serve)"
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--enrolments", "enrolment_count", default=5000, show_default=True, type=click.IntRange(min=1))
+@_waits
 @with_appcontext
-def demo_setup_command(host: str, port: int, enrolment_count: int) -> None:
+def demo_setup_command(host: str, port: int, enrolment_count: int, wait: float | None) -> None:
     """Load demo data into an empty database and print a working curl line for a demo token."""
     from sqlalchemy import func, select
 
@@ -100,7 +136,7 @@ def demo_setup_command(host: str, port: int, enrolment_count: int) -> None:
     from southrock_api.data.importer import import_directory
     from southrock_api.data.models import ApiToken, BusinessUnit
 
-    with _session() as session:
+    with _writing_session(wait) as session:
         if not session.scalar(select(func.count()).select_from(BusinessUnit)):
             with tempfile.TemporaryDirectory() as tmp:
                 write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=1)
@@ -170,6 +206,7 @@ def _expiry(value: dt.date | None) -> dt.datetime | None:
 @click.option("--description", default=None, help="What the token is for.")
 @click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Last day the token works (YYYY-MM-DD).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_waits
 @with_appcontext
 def tokens_create(
     business_unit: str | None,
@@ -177,9 +214,10 @@ def tokens_create(
     description: str | None,
     expires: dt.datetime | None,
     as_json: bool,
+    wait: float | None,
 ) -> None:
     """Create a token for a business unit or a work unit and show its keys once."""
-    with _session() as session:
+    with _writing_session(wait) as session:
         try:
             issued = tokens.create_token(
                 session,
@@ -212,10 +250,11 @@ def tokens_list(as_json: bool) -> None:
 
 @tokens_group.command("revoke")
 @click.argument("public_key")
+@_waits
 @with_appcontext
-def tokens_revoke(public_key: str) -> None:
+def tokens_revoke(public_key: str, wait: float | None) -> None:
     """Revoke a token (full or masked public key); effective on the next request."""
-    with _session() as session:
+    with _writing_session(wait) as session:
         try:
             token = tokens.revoke_token(session, public_key)
         except tokens.TokenError as error:
@@ -227,10 +266,11 @@ def tokens_revoke(public_key: str) -> None:
 @tokens_group.command("rotate")
 @click.argument("public_key")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_waits
 @with_appcontext
-def tokens_rotate(public_key: str, as_json: bool) -> None:
+def tokens_rotate(public_key: str, as_json: bool, wait: float | None) -> None:
     """Give a token a new private key, shown once; the old key stops working at once."""
-    with _session() as session:
+    with _writing_session(wait) as session:
         try:
             issued = tokens.rotate_token(session, public_key)
         except tokens.TokenError as error:

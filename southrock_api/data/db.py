@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, MetaData, create_engine, event, make_url, select, update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
@@ -50,9 +51,23 @@ def _sqlite_setup(busy_timeout: float) -> Any:
     return configure
 
 
-def _begin_sqlite(connection: Any) -> None:
-    # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy documents taking it over.
-    connection.exec_driver_sql("BEGIN")
+def _sqlite_begin(busy_timeout: float) -> Any:
+    def begin(connection: Any) -> None:
+        # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy documents taking it over.
+        step = connection.get_execution_options().get(WRITE_LOCK_OPTION)
+        if not step:
+            connection.exec_driver_sql("BEGIN")
+            return
+        # Take the write lock now, before the first read: a transaction that has read cannot wait
+        # for another writer (an import) to finish, SQLite refuses it at once. Waited for `step`
+        # seconds at most per attempt, so that a waiting command can say so (writing_session).
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(step * 1000)}")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+
+    return begin
 
 
 def _create_private(path: str | None) -> None:
@@ -99,7 +114,7 @@ def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT, statements: bool = T
         _create_private(make_url(url).database)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_setup(timeout))
-        event.listen(engine, "begin", _begin_sqlite)
+        event.listen(engine, "begin", _sqlite_begin(timeout))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
@@ -150,6 +165,46 @@ class Database:
 def get_database(app: Flask | None = None) -> Database:
     """Return the Database of the given or current app."""
     return (app or current_app).extensions["southrock_db"]
+
+
+# The execution option that makes a SQLite transaction begin by taking the write lock (its value:
+# the seconds one attempt waits), and how often a command waiting for that lock says so.
+WRITE_LOCK_OPTION = "southrock_write_lock_step"
+WRITE_LOCK_STEP = 5.0
+
+
+class WriteLockTimeout(Exception):
+    """Another connection held SQLite's write lock longer than a command would wait for it."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"gave up after {waited:.0f} s waiting for the database's write lock")
+        self.waited = waited
+
+
+def writing_session(factory: Callable[[], Session], wait: float, on_wait: Callable[[float], None]) -> Session:
+    """Open a session that may write, holding SQLite's write lock; wait up to `wait` seconds for it.
+
+    `on_wait` is told the seconds waited so far after each WRITE_LOCK_STEP spent waiting. On
+    PostgreSQL, whose writers do not lock each other out of a whole database, the session is
+    returned at once.
+    """
+    started = time.monotonic()
+    while True:
+        session = factory()
+        if session.get_bind().dialect.name != "sqlite":
+            return session
+        step = max(0.001, min(WRITE_LOCK_STEP, wait - (time.monotonic() - started)))
+        try:
+            session.connection(execution_options={WRITE_LOCK_OPTION: step})
+            return session
+        except OperationalError as error:
+            session.close()
+            if "database is locked" not in str(error.orig):
+                raise
+        waited = time.monotonic() - started
+        if waited >= wait:
+            raise WriteLockTimeout(waited)
+        on_wait(waited)
 
 
 # The least time a request's connection is given to end its transaction, even past the deadline.

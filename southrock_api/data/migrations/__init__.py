@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from alembic import command
 from alembic.config import Config
@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from southrock_api.data.db import Base, failure_reason, get_database
+from southrock_api.data.db import Base, failure_reason, get_database, writing_session
 
 log = logging.getLogger(__name__)
 SCRIPT_LOCATION = os.path.dirname(__file__)
@@ -69,9 +69,19 @@ class NotMigrated(Exception):
         super().__init__("the database is not migrated for this release: run `southrock db upgrade` first")
 
 
-def migrated_session(app: Flask | None = None) -> Session:
-    """Open a session on the app's database, or raise NotMigrated (commands' first step)."""
-    session = get_database(app).session_factory()
+def migrated_session(
+    app: Flask | None = None, wait: float | None = None, on_wait: Callable[[float], None] | None = None
+) -> Session:
+    """Open a session on the app's database, or raise NotMigrated (commands' first step).
+
+    With `wait`, the session is one that writes: on SQLite it holds the write lock from the
+    start, waited for up to `wait` seconds while another command (an import) holds it.
+    """
+    factory = get_database(app).session_factory
+    if wait is None:
+        session = factory()
+    else:
+        session = writing_session(factory, wait, on_wait or (lambda _waited: None))
     try:
         if not serves(session.connection()):
             raise NotMigrated()
