@@ -24,7 +24,7 @@ from southrock_api.admin.cli import database_problem
 from southrock_api.api.ratelimit import get_limiter
 from southrock_api.api.ratelimit_store import SQLStorage
 from southrock_api.data.db import Database, get_database
-from southrock_api.data.deadlines import DatabaseTimeout, deadline
+from southrock_api.data.deadlines import DatabaseTimeout, deadline, remaining, renewed
 from tests import databases
 from tests.servers import ROOT, TcpProxy, gunicorn, seeded_token
 
@@ -122,7 +122,9 @@ def test_the_postgresql_limiter_store_gives_up_within_its_timeout(database_url: 
         storage.engine.dispose()
 
 
-def test_a_frozen_limiter_store_still_lets_the_request_through(database_url: str, proxy: TcpProxy) -> None:
+def test_a_frozen_limiter_store_still_lets_the_request_through(
+    database_url: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
     """The site's bucket falls back to memory; the request is served from the (healthy) database."""
     issued = seeded_token(database_url)
     app = create_app(
@@ -132,9 +134,11 @@ def test_a_frozen_limiter_store_still_lets_the_request_through(database_url: str
     try:
         assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 200
         proxy.freeze()
-        response = client.get("/api/v1", headers={"Authorization": issued.authorization})
+        with caplog.at_level(logging.WARNING):
+            response = client.get("/api/v1", headers={"Authorization": issued.authorization})
         assert response.status_code == 200
         assert response.headers["X-Rate-Limit-Limit"] == "60"
+        assert "falling back to in-memory storage (DatabaseTimeout)" in caplog.text
     finally:
         proxy.thaw()
         get_database(app).engine.dispose()
@@ -271,3 +275,16 @@ def _until(condition: Callable[[], bool], seconds: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "did not happen in time"
         time.sleep(0.1)
+
+
+def test_a_renewed_deadline_replaces_the_current_one() -> None:
+    """A stream's block gets a fresh bound even after the request's own has run out; nesting only shortens."""
+    with deadline(0.001, "the request's deadline"):
+        time.sleep(0.01)
+        assert (remaining() or 0) < 0
+        with renewed(BOUND, "a block of the stream"):
+            assert 0 < (remaining() or 0) <= BOUND
+            with deadline(60, "a longer one"):
+                assert (remaining() or 0) <= BOUND
+        assert (remaining() or 0) < 0
+    assert remaining() is None

@@ -58,6 +58,16 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
         disarm(token)
 
 
+@contextlib.contextmanager
+def renewed(seconds: float, what: str) -> Iterator[None]:
+    """A fresh deadline for the block, replacing the current one: a long stream's rule, one block at a time."""
+    token = _deadline.set((time.monotonic() + seconds, f"{what} ({seconds:g} s)"))
+    try:
+        yield
+    finally:
+        disarm(token)
+
+
 def arm(seconds: float, what: str) -> object:
     """Set a deadline `seconds` from now for the rest of this context; return what disarm() takes."""
     return _set(seconds, what)
