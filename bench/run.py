@@ -196,7 +196,7 @@ def _import(url: str, csvs: Path) -> None:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
     migrations.upgrade(app)
     with app.app_context(), get_database(app).session_factory() as session:
-        import_directory(session, csvs, progress=False)
+        import_directory(session, csvs)
     get_database(app).engine.dispose()
 
 
