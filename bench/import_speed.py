@@ -35,7 +35,9 @@ from southrock_api import create_app  # noqa: E402
 from southrock_api.data import migrations  # noqa: E402
 from southrock_api.data.db import get_database  # noqa: E402
 from southrock_api.data.demo import write_demo_csvs  # noqa: E402
-from southrock_api.data.importer import FILES, SQLITE_IMPORT_CACHE_KIB, import_directory  # noqa: E402
+from southrock_api.data.importer import import_directory  # noqa: E402
+from southrock_api.data.importer.formats import FILES  # noqa: E402
+from southrock_api.data.importer.writing import SQLITE_IMPORT_CACHE_KIB  # noqa: E402
 
 BATCH_ROWS = 10_000
 
@@ -138,12 +140,13 @@ def raw_schema_load(data: Path, database: Path, indexes_after: bool = False) -> 
 
 def _migrated(database: Path) -> Callable[[Path], None]:
     app = create_app({"DATABASE_URL": f"sqlite:///{database}", "RATELIMIT_STORAGE_URI": "memory://"})
+    get_database(app).for_commands(float(app.config["COMMAND_TIMEOUT"]))  # as `southrock import` runs
     migrations.upgrade(app)
     get_database(app).engine.dispose()
 
     def run(data: Path) -> None:
         with app.app_context(), get_database(app).session_factory() as session:
-            import_directory(session, data, progress=False)
+            import_directory(session, data)
         get_database(app).engine.dispose()
 
     return run

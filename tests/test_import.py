@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from flask.testing import FlaskCliRunner, FlaskClient
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
+import southrock_api.data
 from southrock_api.data.db import (
     begin_snapshot,
     bump_data_version,
@@ -26,7 +28,8 @@ from southrock_api.data.db import (
     read_versions,
 )
 from southrock_api.data.demo import write_demo_csvs
-from southrock_api.data.importer import MAX_PROBLEMS, ImportFailed, import_directory
+from southrock_api.data.importer import ImportFailed, import_directory, import_size
+from southrock_api.data.importer.problems import MAX_PROBLEMS
 from southrock_api.data.models import BusinessUnit, Course, Enrolment, Learner, WorkUnit
 from tests import factories
 from tests.databases import fresh_database
@@ -411,7 +414,7 @@ def test_a_cycle_through_rows_already_stored_is_rejected(runner: FlaskCliRunner,
 def test_problems_are_capped(session: Session, tmp_path: Path) -> None:
     rows = "".join(f"S{n},nobody,INFCRTL_GRP3,ENROLLED,,,\n" for n in range(MAX_PROBLEMS + 20))
     with pytest.raises(ImportFailed) as failure:
-        import_directory(session, write_files(tmp_path, {**BASE, "enrolments.csv": ENROLMENTS_HEADER + rows}), progress=False)
+        import_directory(session, write_files(tmp_path, {**BASE, "enrolments.csv": ENROLMENTS_HEADER + rows}))
     assert len(failure.value.problems) == MAX_PROBLEMS
     assert failure.value.problems[-1] == f"enrolments.csv:{MAX_PROBLEMS + 1}: LR_ID 'nobody' is not a known learner"
     assert counts(session)["learners"] == 0
@@ -430,6 +433,44 @@ def test_progress_bar_goes_to_stderr(runner: FlaskCliRunner, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "Importing" in result.stderr
     assert "Importing" not in result.stdout
+
+
+def test_no_progress_bar_without_a_terminal_or_with_no_progress(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    assert runner.invoke(args=["import", str(write_files(tmp_path / "a", BASE))]).stderr == ""
+    assert runner.invoke(args=["import", "--no-progress", str(write_files(tmp_path / "b", BASE))]).stderr == ""
+
+
+def test_progress_adds_up_to_the_size_of_the_files(session: Session, tmp_path: Path) -> None:
+    rows = "".join(f"S{n},john.student,INFCRTL_GRP3,ENROLLED,,,\n" for n in range(25_000))
+    directory = write_files(tmp_path, {**BASE, "enrolments.csv": ENROLMENTS_HEADER + rows})
+    steps: list[int] = []
+    import_directory(session, directory, on_progress=steps.append)
+    assert sum(steps) == import_size(directory) == sum(path.stat().st_size for path in directory.iterdir())
+    # Reported as the big file is read, not only at the end of each file.
+    assert len(steps) > len(BASE)
+    assert min(steps) > 0
+
+
+def test_progress_counts_a_file_with_an_unusable_header(session: Session, tmp_path: Path) -> None:
+    directory = write_files(tmp_path, {**BASE, "courses.csv": "CRS_CODE\nINFCRTL_GRP3\n"})
+    steps: list[int] = []
+    with pytest.raises(ImportFailed):
+        import_directory(session, directory, on_progress=steps.append)
+    assert sum(steps) == import_size(directory)
+
+
+def test_the_data_layer_reports_progress_without_click() -> None:
+    """The progress bar is the CLI's (admin/): nothing under data/ imports click."""
+    data = Path(southrock_api.data.__file__).parent
+    for path in data.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            assert "click" not in [module.split(".")[0] for module in modules], path
 
 
 # -- data safety: real processes on a committed database ------------------------------------
@@ -476,7 +517,7 @@ def test_an_import_killed_half_way_leaves_the_database_as_it_was(backend: str, t
         app = migrated_app(url)
         try:
             with app.app_context(), get_database(app).session_factory() as session:
-                import_directory(session, write_files(tmp_path / "base", BASE), progress=False)
+                import_directory(session, write_files(tmp_path / "base", BASE))
             before = _snapshot(app)
             process = _southrock(url, "import", "--no-progress", str(tmp_path / "big"))
             try:
@@ -540,7 +581,7 @@ def test_pages_read_during_an_import_are_all_before_or_all_after(backend: str, t
         app = migrated_app(url, RATE_LIMIT="100000 per minute", TESTING=True)
         try:
             with app.app_context(), get_database(app).session_factory() as session:
-                import_directory(session, base, progress=False)
+                import_directory(session, base)
                 education = session.scalar(select(BusinessUnit).where(BusinessUnit.code == "EDU"))
                 assert education is not None
                 token = factories.token(session, education)

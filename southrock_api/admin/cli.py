@@ -7,7 +7,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask
@@ -22,6 +22,9 @@ from southrock_api.integrations import export, rtopilot
 from southrock_api.config import ConfigError
 from southrock_api.data.db import WriteLockTimeout, failure_reason, get_database
 from southrock_api.data.deadlines import DatabaseTimeout
+
+if TYPE_CHECKING:
+    from southrock_api.data.importer import ImportReport
 
 
 def _session() -> Session:
@@ -61,6 +64,18 @@ def _waits(command: Any) -> Any:
     )(command)
 
 
+def _import(session: Session, directory: Path, progress: bool) -> ImportReport:
+    """import_directory, with a progress bar on stderr if progress is set."""
+    from southrock_api.data.importer import import_directory, import_size
+
+    total = import_size(directory)
+    if not progress or not total:
+        # No files (import_directory says so) or only empty ones: no bar to show.
+        return import_directory(session, directory)
+    with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
+        return import_directory(session, directory, on_progress=bar.update)
+
+
 @click.group("db")
 def db_group() -> None:
     """Manage the database schema."""
@@ -84,12 +99,12 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def import_command(directory: Path, progress: bool | None, wait: float | None) -> None:
     """Load business_units, work_units, courses, learners and enrolments CSVs from DIRECTORY."""
-    from southrock_api.data.importer import ImportFailed, import_directory
+    from southrock_api.data.importer import ImportFailed
 
     show = sys.stderr.isatty() if progress is None else progress
     with _writing_session(wait) as session:
         try:
-            report = import_directory(session, directory, progress=show)
+            report = _import(session, directory, show)
         except ImportFailed as failure:
             for problem in failure.problems:
                 click.echo(problem, err=True)
@@ -106,7 +121,6 @@ def import_command(directory: Path, progress: bool | None, wait: float | None) -
 def demo_data_command(enrolment_count: int, seed: int, output: Path | None, wait: float | None) -> None:
     """Generate a realistic, deterministic data set and import it."""
     from southrock_api.data.demo import write_demo_csvs
-    from southrock_api.data.importer import import_directory
 
     if output is not None:
         write_demo_csvs(output, enrolments=enrolment_count, seed=seed)
@@ -115,7 +129,7 @@ def demo_data_command(enrolment_count: int, seed: int, output: Path | None, wait
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=seed)
         with _writing_session(wait) as session:
-            report = import_directory(session, Path(tmp), progress=sys.stderr.isatty())
+            report = _import(session, Path(tmp), sys.stderr.isatty())
     click.echo(report.summary())
 
 
@@ -140,7 +154,7 @@ def demo_setup_command(host: str, port: int, enrolment_count: int, wait: float |
         if not session.scalar(select(func.count()).select_from(BusinessUnit)):
             with tempfile.TemporaryDirectory() as tmp:
                 write_demo_csvs(Path(tmp), enrolments=enrolment_count, seed=1)
-                click.echo(import_directory(session, Path(tmp), progress=False).summary())
+                click.echo(import_directory(session, Path(tmp)).summary())
         existing = session.scalar(
             select(ApiToken.public_key).where(
                 ApiToken.description == DEMO_TOKEN_DESCRIPTION, ApiToken.revoked_at.is_(None)
