@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 
 from southrock_api.data.db import get_database
 from southrock_api.api.errors import CATALOGUE
-from southrock_api.api.rendering import EnrolmentQuerySchema
+from southrock_api.api.parameters import EnrolmentQuerySchema
 from southrock_api.admin.tokens import IssuedToken
 from tests import databases, factories, servers
 

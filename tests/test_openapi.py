@@ -15,12 +15,8 @@ from sqlalchemy.orm import Session
 from southrock_api.apidocs.page import resolve_ref
 from southrock_api.api.errors import CATALOGUE
 from southrock_api.apidocs.openapi import ENROLMENTS_PATH, WHOAMI_PATH
-from southrock_api.api.rendering import (
-    BusinessUnitSchema,
-    EnrolmentQuerySchema,
-    EnrolmentSchema,
-    WorkUnitSchema,
-)
+from southrock_api.api.parameters import EnrolmentQuerySchema
+from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, WorkUnitSchema
 from tests import factories
 
 
