@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from southrock_api import create_app  # noqa: E402
-from southrock_api.data.db import current_data_version, get_database  # noqa: E402
+from southrock_api.data.db import get_database, read_versions  # noqa: E402
 from southrock_api.report.summary import Filters, SortKey, _completed, _page_query, _page_statement, _plan, _Slice  # noqa: E402
 from southrock_api.data.models import BusinessUnit, Enrolment  # noqa: E402
 from southrock_api.report.visibility import hierarchy  # noqa: E402
@@ -53,7 +53,7 @@ def statements(url: str) -> tuple[Dialect, list[tuple[str, Select, dict[str, Any
     database = get_database(app)
     dates = Filters(dt.date(2021, 1, 1), dt.date(2021, 12, 31))
     with database.session_factory() as session:
-        version = current_data_version(session)
+        version = read_versions(session).data
         root = session.scalar(select(BusinessUnit.id).where(BusinessUnit.parent_id.is_(None)))
         assert root is not None
         units = hierarchy(session, version).visible_work_units("business_unit", root)

@@ -60,7 +60,7 @@ from sqlalchemy import select  # noqa: E402
 from southrock_api import create_app  # noqa: E402
 from southrock_api.admin import tokens  # noqa: E402
 from southrock_api.data import migrations  # noqa: E402
-from southrock_api.data.db import current_data_version, get_database  # noqa: E402
+from southrock_api.data.db import get_database, read_versions  # noqa: E402
 from southrock_api.data.demo import write_demo_csvs  # noqa: E402
 from southrock_api.data.importer import import_directory  # noqa: E402
 from southrock_api.data.models import BusinessUnit  # noqa: E402
@@ -319,7 +319,7 @@ def floor_tables(setup: Setup, scopes: list[Scope]) -> Callable[[], Any]:
     """Build (once per data version and scope set) one clustered result table per scope; return a connector."""
     data_app = create_app({"DATABASE_URL": setup.url, "RATELIMIT_STORAGE_URI": "memory://"})
     with get_database(data_app).session_factory() as session:
-        version = current_data_version(session)
+        version = read_versions(session).data
     get_database(data_app).engine.dispose()
     spec = hashlib.sha256(
         repr((version, [(s, [u.id for u in setup.units[s.name]]) for s in scopes])).encode()

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from southrock_api.data.models import BusinessUnit
 from southrock_api.api.errors import CATALOGUE
-from southrock_api.api.rendering import EnrolmentQuerySchema
+from southrock_api.api.parameters import EnrolmentQuerySchema
 from southrock_api.admin.tokens import IssuedToken
 from tests import databases, factories, servers
 

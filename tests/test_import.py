@@ -22,7 +22,6 @@ from southrock_api.data.db import (
     begin_snapshot,
     bump_data_version,
     bump_tokens_version,
-    current_data_version,
     get_database,
     get_session,
     read_versions,
@@ -92,7 +91,7 @@ def unit_id(session: Session, model: type[BusinessUnit] | type[WorkUnit], code: 
 
 
 def test_import_creates_every_row_and_keeps_enrolment_copies(runner: FlaskCliRunner, session: Session, tmp_path: Path) -> None:
-    before = current_data_version(session)
+    before = read_versions(session).data
     result = runner.invoke(args=["import", str(write_files(tmp_path, BASE))])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
@@ -100,7 +99,7 @@ def test_import_creates_every_row_and_keeps_enrolment_copies(runner: FlaskCliRun
         "courses.csv 2 inserted, 0 updated; learners.csv 2 inserted, 0 updated; enrolments.csv 3 inserted, 0 updated"
     )
     assert counts(session) == {"business_units": 2, "work_units": 2, "courses": 2, "learners": 2, "enrolments": 3}
-    assert current_data_version(session) != before
+    assert read_versions(session).data != before
     assert session.scalar(select(BusinessUnit.parent_id).where(BusinessUnit.code == "UNI")) == unit_id(session, BusinessUnit, "EDU")
     assert session.scalar(select(WorkUnit.parent_id).where(WorkUnit.code == "UNIV-STUD-1")) == unit_id(session, WorkUnit, "UNIV-STUD")
     s2 = enrolment(session, "S2")
@@ -372,12 +371,12 @@ BAD_INPUTS = [
 def test_bad_input_is_rejected_with_file_and_line_and_nothing_is_written(
     runner: FlaskCliRunner, session: Session, tmp_path: Path, changes: dict[str, str | bytes], problems: list[str]
 ) -> None:
-    before = (counts(session), current_data_version(session))
+    before = (counts(session), read_versions(session).data)
     result = runner.invoke(args=["import", str(write_files(tmp_path, {**BASE, **changes}))])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == problems
     assert result.stdout == ""
-    assert (counts(session), current_data_version(session)) == before
+    assert (counts(session), read_versions(session).data) == before
 
 
 def test_malformed_csv_is_reported_with_its_line(runner: FlaskCliRunner, session: Session, tmp_path: Path) -> None:
@@ -506,7 +505,7 @@ def _index_names(app: Flask, table: str) -> list[str]:
 
 def _snapshot(app: Flask) -> tuple[dict[str, int], str]:
     with get_database(app).session_factory() as session:
-        return counts(session), current_data_version(session)
+        return counts(session), read_versions(session).data
 
 
 @pytest.mark.slow

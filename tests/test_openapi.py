@@ -29,12 +29,8 @@ from southrock_api.apidocs.openapi import (
     SERVER_REFUSALS,
     WHOAMI_PATH,
 )
-from southrock_api.api.rendering import (
-    BusinessUnitSchema,
-    EnrolmentQuerySchema,
-    EnrolmentSchema,
-    WorkUnitSchema,
-)
+from southrock_api.api.parameters import EnrolmentQuerySchema
+from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, WorkUnitSchema
 from tests import factories, servers
 
 

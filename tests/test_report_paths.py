@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
-from southrock_api.data.db import bump_data_version, current_data_version, get_database
+from southrock_api.data.db import bump_data_version, get_database, read_versions
 from southrock_api.report import summary
 from southrock_api.report.summary import Filters, SortKey, fetch_page
 from southrock_api.data.models import COMPLETED, BusinessUnit, Course, Enrolment, Learner, WorkUnit
-from southrock_api.api.rendering import EnrolmentSchema, RowRenderer, enrolment_renderer
+from southrock_api.api.rendering import EnrolmentSchema, RowRenderer, enrolment_renderer, enrolment_row_format
 from southrock_api.report.visibility import WorkUnitInfo, hierarchy
 from tests import factories, hierarchies
 
@@ -100,7 +100,7 @@ def test_pages_by_start_and_by_cursor_equal_the_definition(
     try:
         with get_database(app).session_factory() as session:
             built = hierarchies.build(session, plan, uuid.uuid4().hex[:4])
-            version = current_data_version(session)
+            version = read_versions(session).data
             kind = built.token.unit_type
             model = BusinessUnit if kind == "business_unit" else WorkUnit
             unit_id = session.scalar(select(model.id).where(model.code == built.token.unit_code))
@@ -113,18 +113,18 @@ def test_pages_by_start_and_by_cursor_equal_the_definition(
             filters = Filters(sdate, edate)
             expected = by_definition(session, units, filters)
             start = data.draw(st.integers(1, len(expected) + 2))
-            page = fetch_page(session, version, units, filters, start, limit)
+            page = fetch_page(session, version, units, filters, start, limit, row_format=enrolment_row_format)
             assert page.total == len(expected)
             assert as_dumped(page.rows) == without_keys(expected[start - 1 : start - 1 + limit])
             assert page.last == (expected[start - 2 + len(page.rows)]["_key"] if page.rows else None)
             if start > 1 and start - 1 <= len(expected):
                 # Resuming from row start-1's key gives the same page as skipping start-1 rows.
-                resumed = fetch_page(session, version, units, filters, start, limit, expected[start - 2]["_key"])
+                resumed = fetch_page(session, version, units, filters, start, limit, expected[start - 2]["_key"], row_format=enrolment_row_format)
                 assert resumed == page
             # With the units' running totals cached under their key: twice, the second from the cache.
             units_key = (kind, unit_id, tuple(sorted(set(orgcodes))))
             for _ in range(2):
-                assert fetch_page(session, version, units, filters, start, limit, None, units_key) == page
+                assert fetch_page(session, version, units, filters, start, limit, None, units_key, row_format=enrolment_row_format) == page
     finally:
         savepoint.rollback()
 
@@ -139,7 +139,7 @@ def two_units(session: Session) -> tuple[str, list[WorkUnitInfo]]:
         for _ in range(10):
             factories.enrolment(session, factories.learner(session, unit), course)
     session.commit()
-    version = current_data_version(session)
+    version = read_versions(session).data
     return version, hierarchy(session, version).visible_work_units("business_unit", bu.id)
 
 
@@ -152,13 +152,13 @@ def test_the_total_is_counted_once_per_data_version_and_filters(
 ) -> None:
     version, units = two_units
     for start in (1, 5, 12, 19):
-        assert fetch_page(session, version, units, Filters(), start, 4).total == 20
+        assert fetch_page(session, version, units, Filters(), start, 4, row_format=enrolment_row_format).total == 20
     assert count_queries(statements) == 1
-    fetch_page(session, version, units, Filters(sdate=FIRST_DAY), 1, 4)
+    fetch_page(session, version, units, Filters(sdate=FIRST_DAY), 1, 4, row_format=enrolment_row_format)
     assert count_queries(statements) == 2
     new_version = bump_data_version(session)
     session.commit()
-    assert fetch_page(session, new_version, units, Filters(), 1, 4).total == 20
+    assert fetch_page(session, new_version, units, Filters(), 1, 4, row_format=enrolment_row_format).total == 20
     assert count_queries(statements) == 3
 
 
@@ -181,15 +181,15 @@ def test_a_followed_cursor_seeks_instead_of_skipping(
     session: Session, two_units: tuple[str, list[WorkUnitInfo]], page_queries: list[dict[str, Any]]
 ) -> None:
     version, units = two_units
-    first = fetch_page(session, version, units, Filters(), 1, 4)
+    first = fetch_page(session, version, units, Filters(), 1, 4, row_format=enrolment_row_format)
     assert first.last is not None
-    followed = fetch_page(session, version, units, Filters(), 5, 4, first.last)
-    assert followed == fetch_page(session, version, units, Filters(), 5, 4)
+    followed = fetch_page(session, version, units, Filters(), 5, 4, first.last, row_format=enrolment_row_format)
+    assert followed == fetch_page(session, version, units, Filters(), 5, 4, row_format=enrolment_row_format)
     _, by_cursor, by_start = page_queries
     assert not by_cursor["offset"] and "after_sch_id" in by_cursor
     assert by_start["offset"] == 4
     # Skipping by `start` offsets into the first unit only: the whole unit before it is counted.
-    deep = fetch_page(session, version, units, Filters(), 15, 4)
+    deep = fetch_page(session, version, units, Filters(), 15, 4, row_format=enrolment_row_format)
     assert page_queries[-1]["offset"] == 4 and page_queries[-1]["unit_0"] == units[1].id
     assert [row["RNUM"] for row in as_dumped(deep.rows)] == ["15", "16", "17", "18"]
 

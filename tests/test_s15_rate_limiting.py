@@ -61,6 +61,23 @@ def test_bad_parameters_from_a_valid_token_spend_the_bucket(api: ApiClient) -> N
     assert remaining(api.whoami()) == 58
 
 
+def test_the_pipeline_runs_before_the_limiter_counts(app: Flask) -> None:
+    """HTTPS and authentication refuse a request before flask-limiter's before_request can count it."""
+    from southrock_api.api import check_order, pipeline
+    from southrock_api.api.ratelimit import get_limiter
+
+    hooks = app.before_request_funcs[None]
+    limiter = get_limiter(app)
+    counting = next(position for position, hook in enumerate(hooks) if getattr(hook, "__self__", None) is limiter)
+    assert hooks.index(pipeline.require_https) < hooks.index(pipeline.authenticate_request) < counting
+    # The same check guards every app create_app wires, and refuses the other order.
+    check_order(app)
+    hooks.remove(pipeline.authenticate_request)
+    hooks.append(pipeline.authenticate_request)
+    with pytest.raises(RuntimeError, match="spend the site's bucket"):
+        check_order(app)
+
+
 def test_failed_authentication_does_not_spend_the_site_bucket(api: ApiClient, client: FlaskClient, bu_token: IssuedToken) -> None:
     bad = ApiClient(client, basic(f"{bu_token.public_key}:wrong"))
     for _ in range(5):

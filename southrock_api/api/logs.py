@@ -12,6 +12,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from southrock_api.api.proxy import TRUSTED_PEER
+from southrock_api.api.state import find_state
 
 access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
@@ -85,7 +86,7 @@ def _start() -> None:
 def _finish(response: Response) -> Response:
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-Id"] = request_id
-    principal = g.get("principal")
+    state = find_state()
     access_log.info(
         "request",
         extra={
@@ -96,7 +97,7 @@ def _finish(response: Response) -> Response:
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
                 "client": request.remote_addr,
-                "public_key": principal.public_key if principal else None,
+                "public_key": state.principal.public_key if state else None,
             }
         },
     )

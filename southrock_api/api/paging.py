@@ -1,119 +1,25 @@
-"""Query-string decoding (spec §10), the Link header (spec §12) and the sealed `after` cursor of its next link."""
+"""The Link header (spec §12), the sealed `after` cursor of its next link, and the digests both rely on."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import json
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urlencode
+from urllib.parse import urlencode
 
-from southrock_api.data.models import INVISIBLE
-from southrock_api.report.summary import SortKey
-from southrock_api.api.errors import BAD_PARAMETER, ApiError
 from southrock_api.data.models import CODE_LENGTH
+from southrock_api.report.summary import SortKey
 
 PAGING_PARAMETERS = ("start", "limit", "after")
-MAX_QUERY_PAIRS = 2000
-MAX_QUERY_BYTES = 64 * 1024
 # Far longer than any cursor we issue (four keys of at most 64 characters and a digest).
 MAX_CURSOR_LENGTH = 1024
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-# spec §10: only characters UTF-8 encodes in three bytes or fewer.
-MAX_CODE_POINT = 0xFFFF
-# Control characters (C0, DEL, C1), and every code point above MAX_CODE_POINT: the first one found is reported.
-_REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\U00010000-\U0010FFFF]")
 # A key part any database binds: at most CODE_LENGTH characters, no control character, no surrogate.
 # A cursor holding anything else is ignored, and its page is read by `start`.
 _CODE = re.compile(f"[^\x00-\x1f\x7f\ud800-\udfff\U00010000-\U0010FFFF]{{0,{CODE_LENGTH}}}")
-
-
-def _bad(name: str, expected: str) -> ApiError:
-    return ApiError(BAD_PARAMETER, f"Invalid parameter found: {name}, expected {expected}")
-
-
-def _decode(raw: str, name: str) -> str:
-    if raw.isascii() and raw.isprintable() and "%" not in raw and "+" not in raw:
-        return raw  # nothing to decode, nothing to refuse: most names and values
-    if _BAD_ESCAPE.search(raw):
-        raise _bad(name, "valid percent-encoding")
-    try:
-        value = unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _bad(name, "UTF-8 text") from None
-    refused = _REFUSED_CHARACTER.search(value)
-    if refused is not None:
-        if ord(refused.group()) > MAX_CODE_POINT:
-            raise _bad(name, "characters encodable in three UTF-8 bytes (spec §10)")
-        raise _bad(name, "printable characters")
-    return value
-
-
-def parse_query(query_string: bytes) -> list[tuple[str, str]]:
-    """Decode a raw query string strictly into (name, value) pairs, in order."""
-    if len(query_string) > MAX_QUERY_BYTES:
-        raise _bad("query string", f"at most {MAX_QUERY_BYTES} bytes")
-    try:
-        text = query_string.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _bad("query string", "UTF-8 text") from None
-    pairs = []
-    for part in text.split("&"):
-        if not part:
-            continue
-        raw_name, _, raw_value = part.partition("=")
-        name = _decode(raw_name, "query string")
-        pairs.append((name, _decode(raw_value, name)))
-        if len(pairs) > MAX_QUERY_PAIRS:
-            raise _bad("query string", f"at most {MAX_QUERY_PAIRS} parameters")
-    return pairs
-
-
-@functools.lru_cache(maxsize=8)
-def _by_folded_name(known: frozenset[str]) -> dict[str, str]:
-    return {name.casefold(): name for name in known}
-
-
-# What a client's library or a copy and paste can add to a parameter's name: array brackets
-# (`ORGCODES[]`, `ORGCODES[0]`, as qs and axios write lists), spaces and invisible characters.
-_DECORATION = re.compile(f"\\[[^\\]]*\\]$|[\\s{INVISIBLE}]")
-
-
-def _meant(name: str, known: frozenset[str]) -> str | None:
-    """The known parameter an unknown name was meant to be, if it is one in disguise."""
-    return _by_folded_name(known).get(_DECORATION.sub("", name).casefold())
-
-
-def to_arguments(
-    pairs: list[tuple[str, str]], repeatable: frozenset[str], known: frozenset[str]
-) -> dict[str, object]:
-    """Group the known parameters for the schema: lists for repeatable names, one value otherwise.
-
-    Unknown names are left out, repeated or not (spec §5.1c: they are ignored). A known name in
-    other letter case (`orgcodes`, `Limit`), with array brackets (`ORGCODES[]`) or with spaces or
-    invisible characters is refused instead: ignoring a filter the client meant to send would
-    hand it a wider result than it asked for.
-    """
-    arguments: dict[str, object] = {}
-    for name, value in pairs:
-        if name in repeatable:
-            arguments.setdefault(name, [])
-            arguments[name].append(value)  # type: ignore[attr-defined]
-        elif name not in known:
-            meant = _meant(name, known)
-            if meant is not None:
-                repeat = f", repeated for each value ({meant}=A&{meant}=B)" if meant in repeatable else ""
-                raise _bad(name, f"{meant}{repeat} (parameter names are exact: case-sensitive, no brackets)")
-            continue
-        elif name in arguments:
-            raise _bad(name, "a single value")
-        else:
-            arguments[name] = value
-    return arguments
 
 
 @dataclass(frozen=True)

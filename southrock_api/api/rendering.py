@@ -1,82 +1,14 @@
-"""marshmallow schemas: query parameters (load) and report rows (dump)."""
+"""What the API writes: the marshmallow schemas of its answers (spec §16, §17.1.4) and their fast row path."""
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import json
-import re
 from json.encoder import encode_basestring
 from typing import Any, Callable, Iterable, Sequence
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields
 
-# spec §12 and §17.1.2
-DEFAULT_LIMIT = 200
-MAX_LIMIT = 500
-DEFAULT_START = 1
-MAX_START = 2**31 - 1
-MAX_ORGCODES = 1000
-MAX_VALUE_LENGTH = 256
-
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DIGITS = re.compile(r"[0-9]{1,10}")
-
-
-class StrictDate(fields.Date):
-    """A date written exactly as YYYY-MM-DD (spec §9c), nothing looser."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
-        if not isinstance(value, str) or not _DATE.fullmatch(value):
-            raise self.make_error("invalid")
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            raise self.make_error("invalid") from None
-
-
-class StrictInteger(fields.Integer):
-    """A plain decimal number: no sign, spaces, underscores or exponent."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
-            raise self.make_error("invalid")
-        return int(value)
-
-
-class EnrolmentQuerySchema(Schema):
-    """Query parameters of GET /api/v1/enrolments (spec §17.1.2)."""
-
-    class Meta:
-        # spec §5.1c: parameters added later must not break older servers' clients.
-        unknown = EXCLUDE
-
-    ORGCODES = fields.List(
-        fields.String(validate=validate.Length(min=1, max=MAX_VALUE_LENGTH)),
-        validate=validate.Length(max=MAX_ORGCODES),
-        load_default=None,
-    )
-    SDATE = StrictDate(load_default=None)
-    EDATE = StrictDate(load_default=None)
-    start = StrictInteger(validate=validate.Range(min=1, max=MAX_START), load_default=DEFAULT_START)
-    limit = StrictInteger(validate=validate.Range(min=1, max=MAX_LIMIT), load_default=DEFAULT_LIMIT)
-
-    @validates_schema
-    def _range_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if data.get("SDATE") and data.get("EDATE") and data["SDATE"] > data["EDATE"]:
-            raise ValidationError("EDATE before SDATE", field_name="EDATE")
-
-
-# What each parameter expects, in the words of the spec's example error (§13).
-EXPECTATIONS = {
-    "ORGCODES": f"Work Unit code (1 to {MAX_VALUE_LENGTH} characters, at most {MAX_ORGCODES} values)",
-    "SDATE": "Date YYYY-MM-DD",
-    "EDATE": "Date YYYY-MM-DD on or after SDATE",
-    "start": f"Positive Integer no greater than {MAX_START}",
-    "limit": f"Positive Integer no greater than {MAX_LIMIT}",
-}
-
-REPEATABLE = frozenset({"ORGCODES"})
+from southrock_api.report.summary import RowFormat
 
 
 class EnrolmentSchema(Schema):
@@ -109,16 +41,12 @@ class WorkUnitSchema(Schema):
     ORG_NAME = fields.String(attribute="unit_name")
 
 
-# Distinct values whose text each RowRenderer converter remembers (dates and scores need far fewer).
-CONVERTER_MEMO_SIZE = 16384
-
-
 class RowRenderer:
     """A schema's dump for flat rows of values, at a fraction of marshmallow's per-row cost.
 
     The schema stays the one definition of the format: keys and order come from its
-    fields, and every field that is not plain text is converted by marshmallow
-    itself, once per distinct value (memoised), instead of once per row.
+    fields, and every field that is not plain text is converted by marshmallow itself
+    (`converter`); the report calls each converter once per distinct value, not per row.
     """
 
     def __init__(self, schema: Schema) -> None:
@@ -157,10 +85,21 @@ class RowRenderer:
         def convert(raw: Any) -> Any:
             return field.serialize(name, {attribute: adapt(raw) if adapt else raw})
 
-        return functools.lru_cache(maxsize=CONVERTER_MEMO_SIZE)(convert)
+        return convert
+
+    def row_format(self, date: str, score: str) -> RowFormat:
+        """The report's RowFormat for this schema: its attributes, and the date and score fields' converters."""
+        converted = {date, score}
+        # The report hands every other value over as it is: those fields must copy text unchanged.
+        unconverted = [name for name in self.attributes if name not in converted and not self.is_text(name)]
+        if unconverted:
+            raise RuntimeError(f"the report writes attribute(s) {unconverted} as text, but their fields convert them")
+        return RowFormat(self.attributes, self.converter(date), self.converter(score))
 
 
-enrolment_query_schema = EnrolmentQuerySchema()
-enrolment_renderer = RowRenderer(EnrolmentSchema())
 business_unit_schema = BusinessUnitSchema()
 work_unit_schema = WorkUnitSchema()
+enrolment_renderer = RowRenderer(EnrolmentSchema())
+# What the report needs to write its rows as EnrolmentSchema dumps them (spec §17.1.4): checked
+# here, at import, so a field added to the schema that the report cannot supply fails at start.
+enrolment_row_format = enrolment_renderer.row_format(date="completed_on", score="score")

@@ -23,17 +23,15 @@ from southrock_api.api.errors import (
     VERSION_NOT_SUPPORTED,
     ErrorCode,
 )
-from southrock_api.api.rendering import (
+from southrock_api.api.parameters import (
     DEFAULT_LIMIT,
     EXPECTATIONS,
     MAX_LIMIT,
-    BusinessUnitSchema,
     EnrolmentQuerySchema,
-    EnrolmentSchema,
     StrictDate,
     StrictInteger,
-    WorkUnitSchema,
 )
+from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, WorkUnitSchema
 
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "basicAuth"
@@ -41,7 +39,7 @@ WHOAMI_PATH = "/api/v1"
 ENROLMENTS_PATH = "/api/v1/enrolments"
 # Year 0000 is no date a parameter takes (Python's dates, and the spec's, start at year 1).
 DATE_PATTERN = r"^(?!0000)\d{4}-\d{2}-\d{2}$"
-# spec §10 and paging._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
+# spec §10 and parameters._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
 # at most three bytes.
 QUERY_TEXT_PATTERN = "^[ -~\u00a0-\ud7ff\ue000-\uffff]*$"
 # gunicorn.conf.py's limit_request_line and limit_request_field_size, and gunicorn's default
@@ -50,7 +48,7 @@ REQUEST_LINE_LIMIT = 8190
 HEADER_FIELD_LIMIT = 8190
 HEADER_FIELD_COUNT_LIMIT = 100
 
-# spec §17.1.2, with the limits the schema enforces (schemas.EXPECTATIONS).
+# spec §17.1.2, with the limits the schema enforces (parameters.EXPECTATIONS).
 PARAMETER_DESCRIPTIONS = {
     "ORGCODES": "Select enrolments for learners belonging to this Work Unit code; repeat the "
     "parameter to select several Work Units (`ORGCODES=A,B` is one code, `A,B`). Codes the "

@@ -342,11 +342,6 @@ def begin_snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
 
 
-def current_data_version(session: Session) -> str:
-    """Return the token that changes whenever imported data changes."""
-    return read_versions(session).data
-
-
 def _bump(session: Session, column: str) -> str:
     from southrock_api.data.models import DataState
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from sqlalchemy import (
     Date,
@@ -44,7 +44,6 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from southrock_api.data.db import execute_compiled
 from southrock_api.data.models import COMPLETED, Course, Enrolment, Learner
-from southrock_api.api.rendering import enrolment_renderer
 from southrock_api.report.visibility import WorkUnitInfo
 
 
@@ -66,12 +65,38 @@ class SortKey:
     sch_id: str
 
 
+# The attributes a row of the report supplies, in the order fetch_page assembles them.
+SUPPLIED = (
+    "org_code", "org_name", "crs_code", "crs_desc", "lr_id", "lr_sname", "lr_fname", "lr_email",
+    "completed_on", "score", "rnum",
+)
+
+
+# Hashed by identity (eq=False): fetch_page looks its _writer up on every page.
+@dataclass(frozen=True, eq=False)
+class RowFormat:
+    """How the caller writes a page's rows (the API: as EnrolmentSchema dumps them, api.rendering).
+
+    `attributes` (names from SUPPLIED) is a row's order; `date` writes a completion date and
+    `score` a score; every other value is text already and is kept as it is. Make one and
+    reuse it: the memoised converters fetch_page derives from it are kept per format object.
+    """
+
+    attributes: tuple[str, ...]
+    date: Callable[[dt.date], Any]
+    score: Callable[[Decimal], Any]
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.attributes if name not in SUPPLIED]
+        if unknown:  # a field added to the caller's schema must be supplied here too
+            raise ValueError(f"the report does not supply attribute(s) {unknown}")
+
+
 @dataclass(frozen=True)
 class Page:
-    """One page of the report as EnrolmentSchema dumps it, the result's size and the last row's key.
+    """One page of the report written in a RowFormat, the result's size and the last row's key.
 
-    Each row holds the dumped values in the order of `enrolment_renderer.keys`;
-    `enrolment_renderer.json_array(rows)` is the response body.
+    Each row holds the written values in the order of the format's `attributes`.
     """
 
     rows: list[tuple[Any, ...]]
@@ -340,22 +365,34 @@ def _as_score(hundredths: int) -> Decimal:
     return Decimal(hundredths).scaleb(-2)
 
 
-# Each row is assembled in _SOURCE order, then picked into the schema's field order.
-_SOURCE = (
-    "org_code", "org_name", "crs_code", "crs_desc", "lr_id", "lr_sname", "lr_fname", "lr_email",
-    "completed_on", "score", "rnum",
-)
-_date_text = enrolment_renderer.converter("completed_on", _as_date)
-_score_text = enrolment_renderer.converter("score", _as_score)
-_CONVERTED = {"completed_on", "score"}
-_unknown = [
-    name
-    for name in enrolment_renderer.attributes
-    if name not in _SOURCE or not (name in _CONVERTED or enrolment_renderer.is_text(name))
-]
-if _unknown:  # a field added to EnrolmentSchema must be supplied here too
-    raise RuntimeError(f"the report does not supply EnrolmentSchema attribute(s) {_unknown}")
-_pick = itemgetter(*(_SOURCE.index(name) for name in enrolment_renderer.attributes))
+# Distinct raw values whose text each _Writer converter remembers (dates and scores need far fewer).
+TEXT_MEMO_SIZE = 16384
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """A RowFormat as fetch_page applies it: converters of raw values, and a pick into the format's order."""
+
+    date_text: Callable[[Any], Any]
+    score_text: Callable[[Any], Any]
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None  # None: SUPPLIED order already
+
+
+@functools.lru_cache(maxsize=8)
+def _writer(row_format: RowFormat) -> _Writer:
+    """The format's converters memoised by raw value: the format runs once per distinct date or score, not per row."""
+
+    def date_text(raw: str | dt.date) -> Any:
+        return row_format.date(_as_date(raw))
+
+    def score_text(hundredths: int) -> Any:
+        return row_format.score(_as_score(hundredths))
+
+    memo = functools.lru_cache(maxsize=TEXT_MEMO_SIZE)
+    pick = None
+    if row_format.attributes != SUPPLIED:
+        pick = itemgetter(*(SUPPLIED.index(name) for name in row_format.attributes))
+    return _Writer(memo(date_text), memo(score_text), pick)
 
 
 def fetch_page(
@@ -367,8 +404,10 @@ def fetch_page(
     limit: int,
     after: SortKey | None = None,
     units_key: Hashable | None = None,
+    *,
+    row_format: RowFormat,
 ) -> Page:
-    """Return rows start..start+limit-1 (1-based) of the report over these units.
+    """Return rows start..start+limit-1 (1-based) of the report over these units, written in row_format.
 
     `after`, when given, must be the sort key of row start-1: the page then
     resumes from it by index seek instead of skipping start-1 rows. `units_key`,
@@ -382,14 +421,18 @@ def fetch_page(
         return Page([], total, None)
     raw = _page_rows(session.connection(), slices, filters)
     units_at = [(piece.unit.code, piece.unit.name) for piece in slices]
-    date_text, score_text = _date_text, _score_text
+    writer = _writer(row_format)
+    date_text, score_text = writer.date_text, writer.score_text
     rows = [
         (*units_at[position], crs_code, crs_desc, lr_id, surname, first_name, email,
          date_text(completed_on), score_text(score), str(rnum))
         for rnum, (position, crs_code, crs_desc, lr_id, surname, first_name, email, completed_on, score, _sch_id)
         in enumerate(raw, start=start)
     ]
-    if _SOURCE != enrolment_renderer.attributes:
-        rows = [_pick(row) for row in rows]
+    # The single pass above builds rows in SUPPLIED order; a format that orders them otherwise
+    # costs a second, cheap pass.
+    if writer.pick is not None:
+        pick = writer.pick
+        rows = [pick(row) for row in rows]
     last = raw[-1] if raw else None
     return Page(rows, total, SortKey(units_at[last[0]][0], last[1], last[3], last[9]) if last else None)
