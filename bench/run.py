@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
+import bound_cost  # noqa: E402  (beside this file)
 from southrock_api import create_app  # noqa: E402
 from southrock_api.admin import tokens  # noqa: E402
 from southrock_api.data import migrations  # noqa: E402
@@ -767,6 +768,8 @@ def write_report(
             f" (shared) machine before / after: {memory['load average before']} / {memory['load average after']}.",
             "",
         ]
+        if "bounded waits" in memory:
+            lines += [memory["bounded waits"], ""]
     if imports:
         lines += [
             "## Import (SQLite)",
@@ -806,6 +809,9 @@ def main() -> None:
         scopes, setup = choose_scopes(url)
         setup.backend = backend
         results, memory = run_backend(backend, url, runs, scopes, setup)
+        if backend == "postgresql":
+            memory["bounded waits"] = bound_cost.measure(url)
+            log(memory["bounded waits"])
         title = "SQLite" if backend == "sqlite" else "PostgreSQL"
         sections[title] = (results, memory, dict(setup.sizes))
         print(f"\n{title}\n" + "\n".join(table(results)))
