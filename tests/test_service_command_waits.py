@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +18,7 @@ from sqlalchemy import make_url
 
 from southrock_api.admin.cli import main
 from southrock_api.data import db
+from southrock_api.data.demo import write_demo_csvs
 from tests import databases, factories
 from tests.servers import dispose, migrated_app
 
@@ -135,3 +140,48 @@ def test_reading_commands_do_not_wait(site: tuple[dict[str, str], str], lock: Wr
     result = _southrock(env, "tokens", "list")
     assert result.exit_code == 0
     assert WAITING not in result.stderr
+
+
+def _write_locked(path: str) -> bool:
+    """Whether another connection holds the database's write lock right now."""
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
+@pytest.mark.slow
+def test_revoking_a_key_during_a_real_import_waits_for_it_and_both_succeed(
+    site: tuple[dict[str, str], str], tmp_path: Path
+) -> None:
+    """A nightly-import-sized write holds the lock; the revoke waits, says so, and lands after it."""
+    env, public_key = site
+    write_demo_csvs(tmp_path / "big", enrolments=100_000, seed=5)
+    path = str(make_url(env["SOUTHROCK_DATABASE_URL"]).database)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from southrock_api.admin.cli import main; main()", "import", "--no-progress", str(tmp_path / "big")],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _write_locked(path):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the import never took the write lock"
+            time.sleep(0.05)
+        result = _southrock(env, "tokens", "revoke", public_key)
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert b"imported" in out
+    assert result.exit_code == 0, result.output
+    assert "revoked" in result.stdout
+    assert WAITING in result.stderr
+    assert _tokens(env) == ["revoked"]

@@ -89,6 +89,28 @@ def test_a_frozen_server_ends_the_request_with_e9010_and_the_pool_drops_the_conn
         get_database(app).engine.dispose()
 
 
+def test_a_lock_held_past_the_bound_ends_the_request_with_e9010(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL's lock_timeout, sent with the connection, ends a request waiting behind a long transaction."""
+    issued = seeded_token(database_url)
+    app = _app(database_url)
+    client = app.test_client()
+    libpq = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(libpq) as holder:
+            # What an operator's long-running maintenance could do: lock the table every request reads first.
+            holder.execute("LOCK TABLE data_state IN ACCESS EXCLUSIVE MODE")
+            with caplog.at_level(logging.ERROR):
+                response = client.get("/api/v1", headers={"Authorization": issued.authorization})
+            holder.rollback()
+        assert response.status_code == 500
+        assert response.get_json() == INTERNAL_ERROR
+        # PostgreSQL ended the wait itself (statement_timeout and lock_timeout are equal; either may fire).
+        assert "QueryCanceled: canceling statement due to" in caplog.text
+        assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 200
+    finally:
+        get_database(app).engine.dispose()
+
+
 def test_readiness_answers_not_ready_within_the_bound(database_url: str, proxy: TcpProxy) -> None:
     """/readyz on a frozen database: 503 with database false, promptly; /healthz is untouched."""
     seeded_token(database_url)
@@ -154,8 +176,9 @@ def test_a_command_waits_for_each_answer_at_most_the_command_timeout(database_ur
     commands_database.for_commands(BOUND)
     try:
         with requests_database.engine.connect() as connection:
-            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "1s"
-            assert connection.execute(text("SHOW lock_timeout")).scalar_one() == "1s"
+            # A little under the bound, so that the server usually ends a slow statement first.
+            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "800ms"
+            assert connection.execute(text("SHOW lock_timeout")).scalar_one() == "800ms"
         with commands_database.session_factory() as session:
             assert session.execute(text("SHOW statement_timeout")).scalar_one() == "0"
             proxy.freeze()

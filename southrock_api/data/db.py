@@ -83,6 +83,8 @@ def _create_private(path: str | None) -> None:
 
 # Bounds of a connection made outside any setting (tests, tools): generous, never infinite.
 DEFAULT_TIMEOUT = 10.0
+# PostgreSQL's own statement and lock timeouts, as a share of the request's bound.
+SERVER_SHARE = 0.8
 
 
 def _postgresql_bounds(timeout: float, statements: bool) -> dict[str, Any]:
@@ -98,9 +100,11 @@ def _postgresql_bounds(timeout: float, statements: bool) -> dict[str, Any]:
         "tcp_user_timeout": milliseconds,
     }
     if statements:
-        # Sent with the connection's start-up packet: no round trip. The server ends a slow
-        # statement or lock wait itself, freeing its resources, and the connection stays usable.
-        bounds["options"] = f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"
+        # Sent with the connection's start-up packet: no round trip. A little under the bound, so
+        # that the server usually ends a slow statement or lock wait itself, before the client's
+        # deadline does: its resources are freed and the connection stays usable.
+        server = max(1, int(milliseconds * SERVER_SHARE))
+        bounds["options"] = f"-c statement_timeout={server} -c lock_timeout={server}"
     return bounds
 
 
