@@ -108,8 +108,15 @@ def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, Issue
     sent = [
         (requests.get(base_url + "/api/v1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),
         (requests.get(base_url + "/api/v1/enrolments?limit=1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),
-        (requests.get(base_url + "/api/v1", headers={"Authorization": wrong_header}, timeout=10), None),
-        (requests.get(base_url + "/api/v1", auth=("srpk_unknown", "srsk_unknown-private"), timeout=10), None),
+        # A failed attempt logs the public key it named (a leaked or revoked key's use shows), never the private key.
+        (requests.get(base_url + "/api/v1", headers={"Authorization": wrong_header}, timeout=10), issued.public_key),
+        (requests.get(base_url + "/api/v1", auth=("srpk_unknown", "srsk_unknown-private"), timeout=10), "srpk_unknown"),
+        # Nothing that is not a public key's form: a user name that may be a password, swapped keys,
+        # a "public key" holding a private one, a malformed header.
+        (requests.get(base_url + "/api/v1", auth=("ops-user-7f3a", "hunter2-password"), timeout=10), None),
+        (requests.get(base_url + "/api/v1", auth=("srsk_swapped-private", issued.public_key), timeout=10), None),
+        (requests.get(base_url + "/api/v1", auth=("srpk_xsrsk_hidden-private", "srsk_y"), timeout=10), None),
+        (requests.get(base_url + "/api/v1", headers={"Authorization": "Basic not-base64!"}, timeout=10), None),
         (requests.get(base_url + "/healthz", timeout=10), None),
     ]
     lines = _access_lines(log_path)
@@ -130,6 +137,10 @@ def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, Issue
         "srsk_not-the-right-private-key",
         wrong_header.split(" ", 1)[1],
         "srsk_unknown-private",
+        "hunter2-password",
+        "ops-user-7f3a",
+        "srsk_swapped-private",
+        "srsk_hidden-private",
         "Authorization",
     ):
         assert secret not in log

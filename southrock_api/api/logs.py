@@ -11,8 +11,9 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from southrock_api.admin.tokens import PUBLIC_KEY_PREFIX
 from southrock_api.api.proxy import TRUSTED_PEER
-from southrock_api.api.state import find_state
+from southrock_api.api.state import find_state, named_key
 
 access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
@@ -97,11 +98,21 @@ def _finish(response: Response) -> Response:
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
                 "client": request.remote_addr,
-                "public_key": state.principal.public_key if state else None,
+                "public_key": state.principal.public_key if state else _failed_attempts_key(),
             }
         },
     )
     return response
+
+
+def _failed_attempts_key() -> str | None:
+    """The public key a failed attempt named, if it has the form of one: continued use of a leaked key shows."""
+    public_key = named_key()
+    # auth.parse_basic has checked its shape (never anything from the password part); a user name
+    # that is not one of our keys (someone's password, say) or that holds a secret is not logged.
+    if public_key is None or not public_key.startswith(PUBLIC_KEY_PREFIX) or _SECRET.search(public_key):
+        return None
+    return public_key
 
 
 def configure_logging(level: str) -> None:

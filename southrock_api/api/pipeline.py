@@ -24,7 +24,7 @@ from southrock_api.api.auth import (
 )
 from southrock_api.api.errors import AUTHENTICATION_FAILED, ENDPOINT_NOT_SUPPORTED, ApiError, in_api_namespace
 from southrock_api.api.parameters import Parameters
-from southrock_api.api.state import RequestState, find_state, store
+from southrock_api.api.state import RequestState, find_state, note_named_key, store
 from southrock_api.data.deadlines import deadline
 from southrock_api.data.db import Database, Versions, begin_snapshot, get_database, get_session, read_versions
 
@@ -104,6 +104,9 @@ def authenticate_request() -> Response | None:
     try:
         # A missing or malformed header is refused before any database work.
         credentials = parse_basic(request.headers.get("Authorization"))
+        # For the access log: a failed attempt with a leaked or revoked key is then visible there.
+        # Only the public key parse_basic accepted; never anything from the password part.
+        note_named_key(credentials[0])
         versions, principal = identify(get_session(), credentials, now, cache)
     except ApiError as error:
         if error.error is AUTHENTICATION_FAILED:
