@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from southrock_api.admin.tokens import PUBLIC_KEY_PREFIX
 from southrock_api.api.proxy import TRUSTED_PEER
@@ -57,6 +57,23 @@ class NameTheError(logging.Filter):
         error = sys.exc_info()[1]
         if error is not None and record.exc_info is None and record.levelno >= logging.WARNING:
             record.msg, record.args = f"{record.getMessage()} ({type(error).__name__})", None
+        return True
+
+
+class WithRequestId(logging.Filter):
+    """Add the request's id to a line logged while a request is served.
+
+    flask-limiter's "ratelimit … exceeded" line for a 429, an unhandled error's traceback and a
+    store failure are then tied to the access line (and the client's X-Request-Id) of their request.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Put request_id first among the record's fields when a request with an id is being served."""
+        if has_request_context():
+            request_id = g.get("request_id")
+            fields = getattr(record, "fields", {})
+            if request_id and "request_id" not in fields:
+                record.fields = {"request_id": request_id, **fields}
         return True
 
 
@@ -123,6 +140,12 @@ def configure_logging(level: str) -> None:
             handler = logging.StreamHandler()
             handler.setFormatter(JsonFormatter())
             logger.addHandler(handler)
+        for existing in logger.handlers:
+            # On the handler, not the logger: it then sees this package's child loggers' records too.
+            if isinstance(existing.formatter, JsonFormatter) and not any(
+                isinstance(f, WithRequestId) for f in existing.filters
+            ):
+                existing.addFilter(WithRequestId())
         logger.setLevel(level.upper())  # gunicorn shares SOUTHROCK_LOG_LEVEL and takes "info"
     limiter_logger = logging.getLogger("flask-limiter")
     if not any(isinstance(f, NameTheError) for f in limiter_logger.filters):
