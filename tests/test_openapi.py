@@ -203,6 +203,12 @@ def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
         responses = _operation(document, path)["responses"]
         assert {"200", "304", "400", "401", "404", "429", "500"} <= set(responses)
         assert "E2030" in document["paths"][path]["description"]
+        # Every 404 an endpoint's path answers: E2020 (HTTPS required, unknown host) and E2030 (other
+        # methods); E2010 is about paths of other versions, never this one.
+        not_found = resolve_ref(document, responses["404"])
+        assert set(not_found["content"]["application/json"]["examples"]) == {"E2020", "E2030"}
+        bad_request = resolve_ref(document, responses["400"])
+        assert set(bad_request["content"]["application/json"]["examples"]) == {"E1020", "E3010"}
 
 
 def test_gunicorns_own_refusals_are_documented_on_every_operation(document: dict[str, Any]) -> None:
@@ -314,7 +320,8 @@ def test_errors_are_what_the_document_says(
     assert response.status_code == documented["status"]
     assert response.get_json()["error"]["code"] == code
     _check_body(document, {"$ref": "#/components/schemas/Error"}, response.get_json())
-    if path.split("?")[0] in document["paths"] and method == "GET":
+    # An endpoint's table lists every code its path answers, other methods' E2030 included (spec §18).
+    if path.split("?")[0] in document["paths"]:
         operation = _operation(document, path.split("?")[0])
         response_doc = resolve_ref(document, operation["responses"][str(response.status_code)])
         assert code in response_doc["content"]["application/json"]["examples"]

@@ -167,10 +167,13 @@ class EnrolmentQuerySchema(Schema):
 EXPECTATIONS = {
     "ORGCODES": f"Work Unit code (1 to {MAX_VALUE_LENGTH} characters, at most {MAX_ORGCODES} values)",
     "SDATE": "Date YYYY-MM-DD",
-    "EDATE": "Date YYYY-MM-DD on or after SDATE",
+    "EDATE": "Date YYYY-MM-DD",
     "start": f"Positive Integer no greater than {MAX_START}",
     "limit": f"Positive Integer no greater than {MAX_LIMIT}",
 }
+# EDATE's expectation when the request also sent SDATE: only then can the range be out of order,
+# and only then does naming SDATE help.
+EDATE_WITH_SDATE = "Date YYYY-MM-DD on or after SDATE"
 
 REPEATABLE = frozenset({"ORGCODES"})
 
@@ -213,7 +216,10 @@ def load_enrolment_query(pairs: list[tuple[str, str]]) -> EnrolmentQuery:
         loaded = enrolment_query_schema.load(arguments)
     except ValidationError as error:
         name = sorted(error.normalized_messages())[0]
-        raise _bad(name, EXPECTATIONS.get(name, "a valid value")) from None
+        expected = EXPECTATIONS.get(name, "a valid value")
+        if name == "EDATE" and "SDATE" in arguments:
+            expected = EDATE_WITH_SDATE
+        raise _bad(name, expected) from None
     after = arguments.get("after")
     return EnrolmentQuery(
         loaded["ORGCODES"], loaded["SDATE"], loaded["EDATE"], loaded["start"], loaded["limit"],

@@ -25,6 +25,7 @@ from southrock_api.api.errors import (
 )
 from southrock_api.api.parameters import (
     DEFAULT_LIMIT,
+    EDATE_WITH_SDATE,
     EXPECTATIONS,
     MAX_LIMIT,
     EnrolmentQuerySchema,
@@ -102,13 +103,16 @@ EXAMPLE_ROW = {
     "SCH_SCORE": "100.00",
     "RNUM": "1",
 }
-# The codes each GET operation can answer with; the rest of the catalogue is about other
-# paths (E2010) or other methods (E2030) and is documented on the path items and components.
+# Every code an endpoint's path can answer with (spec §13, §18), listed on its GET operation:
+# E2020 (plain HTTP where HTTPS is required, an unknown host name) and E2030 (any other method on
+# the path, which OpenAPI has no operation for) are both 404s of the endpoint. E2010 is left out:
+# a path under /api whose version is not v1 is no endpoint's path.
 OPERATION_ERRORS = (
     BAD_TOKEN_TYPE,
     BAD_PARAMETER,
     AUTHENTICATION_FAILED,
     ENDPOINT_NOT_SUPPORTED,
+    METHOD_NOT_SUPPORTED,
     RATE_LIMITED,
     INTERNAL_ERROR,
 )
@@ -411,7 +415,8 @@ def _query_parameters(spec: APISpec) -> list[dict[str, Any]]:
         name = parameter["name"]
         parameter["description"] = (
             f"{PARAMETER_DESCRIPTIONS[name]} Invalid values answer 400 E3010 "
-            f'"Invalid parameter found: {name}, expected {EXPECTATIONS[name]}".'
+            f'"Invalid parameter found: {name}, expected {EXPECTATIONS[name]}"'
+            + (f' ("expected {EDATE_WITH_SDATE}" when SDATE is sent too).' if name == "EDATE" else ".")
         )
         parameter["example"] = PARAMETER_EXAMPLES[name]
         value_schema = parameter["schema"].get("items", parameter["schema"])
@@ -451,7 +456,8 @@ def _description(policy: str) -> str:
         f"**Rate limit** (spec §15): {policy} for the whole site, shared by every token. Every "
         "API response carries X-Rate-Limit-Limit, X-Rate-Limit-Remaining and X-Rate-Limit-Reset "
         "(and the IETF RateLimit and RateLimit-Policy fields); 429 E1030 carries Retry-After. "
-        "A 304 Not Modified does not spend the bucket.\n\n"
+        "A 304 Not Modified does not spend the bucket; HEAD, answered like GET without a body, "
+        "spends it like GET. Every import changes every ETag.\n\n"
         "**Errors** (spec §13, §18): every error is `{\"error\": {\"message\", \"code\"}}`.\n\n"
         "| Status | Code | Meaning | When |\n| --- | --- | --- | --- |\n" + codes + "\n\n"
         f"**Before the API sees the request**, {SERVER_REFUSAL_BODY}\n\n" + refusals
