@@ -28,8 +28,10 @@ from southrock_api.api.state import RequestState, find_state, note_named_key, st
 from southrock_api.data.deadlines import deadline
 from southrock_api.data.db import Database, Versions, begin_snapshot, get_database, get_session, read_versions
 
-# The endpoint whose parameters the schema loads (spec §17.1.2); every endpoint's are decoded (spec §10).
+# The endpoints whose parameters a schema loads (spec §12, §17.1.2); every endpoint's are decoded (spec §10).
 ENROLMENTS_ENDPOINT = "api.list_enrolments"
+UNITS_ENDPOINT = "api.list_units"
+_LISTS = {ENROLMENTS_ENDPOINT: parameters.ENROLMENTS, UNITS_ENDPOINT: parameters.UNITS}
 
 
 def require_https() -> None:
@@ -55,7 +57,7 @@ def identify(
 def read_parameters(query_string: bytes, endpoint: str | None) -> Parameters | ApiError:
     """Parse the query, once for the whole request; an invalid one is returned as its E3010, not raised."""
     try:
-        return parameters.parse(query_string, enrolments=endpoint == ENROLMENTS_ENDPOINT)
+        return parameters.parse(query_string, _LISTS.get(endpoint or ""))
     except ApiError as error:
         return error
 
