@@ -12,6 +12,7 @@ from southrock_api.admin.tokens import IssuedToken
 
 WHOAMI = "/api/v1"
 ENROLMENTS = "/api/v1/enrolments"
+UNITS = "/api/v1/units"
 
 
 def basic(credentials: str | bytes) -> str:
@@ -48,3 +49,7 @@ class ApiClient:
     def enrolments(self, query: str = "", **kwargs: Any) -> TestResponse:
         """GET /api/v1/enrolments?query (spec §17)."""
         return self.get(ENROLMENTS, query, **kwargs)
+
+    def units(self, query: str = "", **kwargs: Any) -> TestResponse:
+        """GET /api/v1/units?query (the work units the token sees)."""
+        return self.get(UNITS, query, **kwargs)

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 from southrock_api.admin.tokens import IssuedToken
 from southrock_api.data.db import bump_data_version, get_database
 from southrock_api.data.models import BusinessUnit
-from southrock_api.integrations.client import DataChanged, EnrolmentRecord, SouthrockApiError, SouthrockClient
+from southrock_api.integrations.client import (
+    DataChanged,
+    EnrolmentRecord,
+    SouthrockApiError,
+    SouthrockClient,
+    UnitRecord,
+)
 from tests import factories
 from tests.databases import fresh_database
 from tests.servers import dispose, free_port, gunicorn, migrated_app, seeded_token
@@ -167,6 +173,30 @@ def test_iter_enrolments_follows_next_links_and_yields_typed_records(site: Site)
     assert isinstance(student.sch_aedate, dt.date) and student.sch_score == Decimal("87.50")
     with pytest.raises(AttributeError):
         student.rnum = 0  # type: ignore[misc]
+
+
+def test_iter_units_lists_the_tokens_work_units_and_their_codes_filter_the_enrolments(site: Site) -> None:
+    statuses: list[int] = []
+    with site.client(session=observed_session(statuses)) as client:
+        stream = client.iter_units(page_size=1)
+        total = stream.total
+        units = list(stream)
+        staff = list(client.iter_enrolments(orgcodes=[units[0].org_code]))
+    assert total == 2
+    # One page a unit, by code.
+    assert statuses == [200, 200, 200]
+    assert units == [
+        UnitRecord("UNIV-STAFF", "University - Staff", "EDU", None),
+        UnitRecord("UNIV-STUD", "University - Students", "EDU", None),
+    ]
+    assert len(staff) == COMPLETED_STAFF and {record.org_code for record in staff} == {"UNIV-STAFF"}
+
+
+@pytest.mark.parametrize("page_size", [0, 501])
+def test_iter_units_refuses_a_page_size_the_api_would(page_size: int) -> None:
+    client = SouthrockClient("http://127.0.0.1:1", "public", "private")
+    with pytest.raises(ValueError):
+        client.iter_units(page_size=page_size)
 
 
 def test_filters_are_sent_as_the_spec_names_them(site: Site) -> None:

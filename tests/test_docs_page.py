@@ -10,9 +10,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -20,12 +23,16 @@ import requests
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
-from southrock_api.data.models import BusinessUnit
+from southrock_api.admin.tokens import IssuedToken
 from southrock_api.api.errors import CATALOGUE
 from southrock_api.api.parameters import EnrolmentQuerySchema
-from southrock_api.admin.tokens import IssuedToken
+from southrock_api.apidocs.page import LANGUAGES, LIST_EXAMPLES
+from southrock_api.data.db import get_database
+from southrock_api.data.demo import write_demo_csvs
+from southrock_api.data.importer import import_directory
+from southrock_api.data.models import BusinessUnit, Enrolment, WorkUnit
 from tests import databases, factories, servers
 
 if TYPE_CHECKING:
@@ -54,27 +61,56 @@ CHROMIUM_FLAGS = (
 WAIT_SECONDS = 10
 
 
-def two_work_units(session: Session) -> BusinessUnit:
-    """EDU with a completed enrolment in each of ORG1 and ORG2; the token is for EDU."""
-    bu = factories.business_unit(session, code="EDU", name="Education")
-    for code in ("ORG1", "ORG2"):
-        learner = factories.learner(session, factories.work_unit(session, bu, code=code))
-        factories.enrolment(session, learner, factories.course(session))
-    return bu
+# The demo data `make serve` loads, smaller: enough completed enrolments that the root business
+# unit's examples walk three pages of 500.
+DEMO_ENROLMENTS = 1500
+# Runnable here: the C# example needs the .NET SDK.
+RUNNERS = {"curl": ("sh", "-c"), "python": (sys.executable, "-c"), "node": ("node", "--input-type=module", "-e")}
+# How each language prints a null (PARENT_ORG_CODE at the top).
+NULLS = {"python": "None", "node": "null"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """The docs site under gunicorn, on demo data, with a token of its root business unit and of one work unit."""
+
+    base_url: str
+    tokens: dict[str, IssuedToken]
 
 
 @pytest.fixture(scope="module")
-def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken]]:
-    """gunicorn on a fresh database with two work units of completed enrolments and a token."""
+def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """gunicorn on the demo data set (as `make serve` loads it) with a business-unit and a work-unit token."""
     directory = tmp_path_factory.mktemp("docs")
     with databases.fresh_database(backend, directory) as url:
-        issued = servers.seeded_token(url, two_work_units)
+        app = servers.migrated_app(url)
+        try:
+            with get_database(app).session_factory() as session:
+                write_demo_csvs(directory / "demo", enrolments=DEMO_ENROLMENTS, seed=1)
+                import_directory(session, directory / "demo")
+                root = session.scalars(select(BusinessUnit).where(BusinessUnit.parent_id.is_(None))).one()
+                # The work unit with the most completed enrolments of its own.
+                busiest = session.scalars(
+                    select(WorkUnit)
+                    .join(Enrolment, Enrolment.work_unit_id == WorkUnit.id)
+                    .where(Enrolment.status == "COMPLETED")
+                    .group_by(WorkUnit.id)
+                    .order_by(func.count().desc(), WorkUnit.code)
+                    .limit(1)
+                ).one()
+                tokens = {"business_unit": factories.token(session, root), "work_unit": factories.token(session, busiest)}
+                session.commit()
+        finally:
+            servers.dispose(app)
         env = {
             "SOUTHROCK_DATABASE_URL": url,
             "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
+            # The site's bucket stays the default the page shows (the examples' runs spend under
+            # half of it); the wrong-key runs must not reach the failure limit's 429.
+            "SOUTHROCK_AUTH_FAILURE_LIMIT": "1000 per minute",
         }
         with servers.gunicorn(env, workers=1, log_path=directory / "gunicorn.log") as base_url:
-            yield base_url, issued
+            yield Served(base_url, tokens)
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +199,18 @@ def _grant_clipboard(driver: Chrome, base_url: str) -> None:
 
 
 def test_page_renders_every_endpoint_parameter_and_error(
-    browser: Chrome, served: tuple[str, IssuedToken], tmp_path: Path
+    browser: Chrome, served: Served, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    base_url, _ = served
+    base_url = served.base_url
     _open_docs(browser, base_url)
     assert "Southrock LMS Enrolment Data Extraction API" in browser.title
     whoami = browser.find_element(By.ID, "whoami")
+    units = browser.find_element(By.ID, "listUnits")
     enrolments = browser.find_element(By.ID, "listEnrolments")
     assert "GET /api/v1" in whoami.find_element(By.TAG_NAME, "h2").text
+    assert "GET /api/v1/units" in units.find_element(By.TAG_NAME, "h2").text
     assert "GET /api/v1/enrolments" in enrolments.find_element(By.TAG_NAME, "h2").text
     names = [
         cell.text
@@ -184,19 +222,21 @@ def test_page_renders_every_endpoint_parameter_and_error(
         assert error.code in errors
     # Each endpoint's table lists the document's statuses, gunicorn's own 414 and 431 included.
     document = requests.get(base_url + "/openapi.json", timeout=10).json()
-    for section in (whoami, enrolments):
-        statuses = [
-            cell.text
-            for cell in section.find_elements(By.CSS_SELECTOR, "table.responses tbody td:first-child")
-        ]
-        assert statuses == list(document["paths"][section.get_attribute("data-path")]["get"]["responses"])
-        assert {"414", "431"} <= set(statuses)
+    for section in (whoami, units, enrolments):
+        rows = {
+            row.find_element(By.CSS_SELECTOR, "td:first-child").text: row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+            for row in section.find_elements(By.CSS_SELECTOR, "table.responses tbody tr")
+        }
+        assert list(rows) == list(document["paths"][section.get_attribute("data-path")]["get"]["responses"])
+        assert {"414", "431"} <= set(rows)
+        # Every 404 an endpoint answers (spec §18): E2020 and, for any other method, E2030.
+        assert rows["404"].split() == ["E2020", "E2030"]
     refusals = browser.find_element(By.CSS_SELECTOR, "table.refusals").text
     assert "URI Too Long" in refusals and "Request Header Fields Too Large" in refusals
     tabs = [tab.text for tab in enrolments.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     assert tabs == ["cURL", "Python", "Node.js", "C#"]
     page = browser.find_element(By.TAG_NAME, "body").text
-    for topic in ("Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link"):
+    for topic in ("Getting started", "Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link"):
         assert topic in page
     # The whole page, endpoints and examples included: the window grows to the page's height.
     height = browser.execute_script("return document.documentElement.scrollHeight")
@@ -210,14 +250,13 @@ def test_page_renders_every_endpoint_parameter_and_error(
 
 
 def test_copy_button_puts_the_example_on_the_clipboard(
-    browser: Chrome, served: tuple[str, IssuedToken]
+    browser: Chrome, served: Served
 ) -> None:
-    base_url, _ = served
+    base_url = served.base_url
     _open_docs(browser, base_url)
     _grant_clipboard(browser, base_url)
     code = _click_copy(browser, "listEnrolments", "curl")
-    assert code.startswith("curl ")
-    assert f"'{base_url}/api/v1/enrolments?ORGCODES=ORG1&ORGCODES=ORG2&SDATE=" in code
+    assert f"url='{base_url}/api/v1/enrolments?limit=500'" in code
     assert _read_clipboard(browser) == code
     python_code = _click_copy(browser, "listEnrolments", "python")
     assert _read_clipboard(browser) == python_code
@@ -225,11 +264,11 @@ def test_copy_button_puts_the_example_on_the_clipboard(
 
 
 def test_copy_falls_back_when_the_clipboard_api_is_denied(
-    browser: Chrome, served: tuple[str, IssuedToken]
+    browser: Chrome, served: Served
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    base_url, _ = served
+    base_url = served.base_url
     _open_docs(browser, base_url)
     browser.execute_script(
         "navigator.clipboard.writeText = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));"
@@ -246,39 +285,116 @@ def test_copy_falls_back_when_the_clipboard_api_is_denied(
     assert code.startswith("// Node.js 18 or later")
 
 
-@pytest.mark.parametrize("language", ["curl", "python"])
-def test_the_copied_examples_work(
-    browser: Chrome, served: tuple[str, IssuedToken], tmp_path: Path, language: str
+def _example(page: str, anchor: str, language: str) -> str:
+    """One example's code as the page shows it (and its copy button copies it)."""
+    found = re.search(f'<code id="code-{anchor}-{language}">(.*?)</code>', page, re.S)
+    assert found is not None
+    return html.unescape(found.group(1))
+
+
+def _run(language: str, code: str, public_key: str, private_key: str) -> subprocess.CompletedProcess[str]:
+    """Run an example as a user would, with the keys in the environment it reads them from."""
+    runner = RUNNERS[language]
+    if shutil.which(runner[0]) is None or (language == "curl" and shutil.which("curl") is None):
+        pytest.skip(f"{runner[0]} is not installed")
+    env = {**os.environ, "SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key}
+    # Long enough to wait out a whole rate-limit window, should the site's bucket run out.
+    return subprocess.run([*runner, code], env=env, capture_output=True, text=True, timeout=150)
+
+
+@pytest.fixture(scope="module")
+def every_row(served: Served) -> dict[tuple[str, str], tuple[list[dict[str, Any]], int]]:
+    """Each list as the API answers each token, page after page, and its number of pages: read once."""
+    found = {}
+    for token, issued in served.tokens.items():
+        for path in LIST_EXAMPLES:
+            rows: list[dict[str, Any]] = []
+            url: str | None = f"{served.base_url}{path}?limit=500"
+            pages = 0
+            while url:
+                response = requests.get(url, auth=(issued.public_key, issued.private_key), timeout=10)
+                assert response.status_code == 200
+                rows += response.json()
+                pages += 1
+                url = response.links.get("next", {}).get("url")
+            found[(path, token)] = (rows, pages)
+    return found
+
+
+def _printed(language: str, row: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """The line an example prints for a row."""
+    return " ".join(NULLS[language] if row[column] is None else str(row[column]) for column in columns)
+
+
+@pytest.mark.parametrize("token", ["business_unit", "work_unit"])
+@pytest.mark.parametrize("anchor", ["listEnrolments", "listUnits"])
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_examples_return_every_row_on_demo_data(
+    served: Served,
+    every_row: dict[tuple[str, str], tuple[list[dict[str, Any]], int]],
+    language: str,
+    anchor: str,
+    token: str,
 ) -> None:
-    base_url, issued = served
-    _open_docs(browser, base_url)
-    code = browser.execute_script(
-        "return document.getElementById(arguments[0]).textContent", f"code-listEnrolments-{language}"
-    )
-    env = {
-        **os.environ,
-        "SOUTHROCK_PUBLIC_KEY": issued.public_key,
-        "SOUTHROCK_PRIVATE_KEY": issued.private_key,
-    }
-    if language == "curl":
-        if shutil.which("curl") is None:
-            pytest.skip("curl is not installed")
-        command = ["sh", "-c", code]
-    else:
-        (tmp_path / "example.py").write_text(code)
-        command = [sys.executable, str(tmp_path / "example.py")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    """As copied from the page, each list example prints the whole list the token sees, every page of it."""
+    issued = served.tokens[token]
+    page = requests.get(served.base_url + "/docs", timeout=10).text
+    path = {"listEnrolments": "/api/v1/enrolments", "listUnits": "/api/v1/units"}[anchor]
+    expected, pages = every_row[(path, token)]
+    assert expected  # demo data: the token sees rows, so the example must print them
+    if token == "business_unit" and anchor == "listEnrolments":
+        assert pages == 3  # the example has to follow `next`
+    result = _run(language, _example(page, anchor, language), issued.public_key, issued.private_key)
     assert result.returncode == 0, result.stderr
     if language == "curl":
-        assert result.stdout.startswith("HTTP/1.1 200")
-        body = result.stdout.split("\n\n", 1)[1]  # text mode turned CRLF into LF
-        assert {row["ORG_CODE"] for row in json.loads(body)} == {"ORG1", "ORG2"}
+        # One JSON array a page, as the API wrote it.
+        printed_pages = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(printed_pages) == pages
+        assert [row for rows in printed_pages for row in rows] == expected
     else:
-        assert len(result.stdout.splitlines()) == 2  # one line for each enrolment
+        columns = LIST_EXAMPLES[path].columns
+        assert result.stdout.splitlines() == [_printed(language, row, columns) for row in expected]
 
 
-def test_docs_and_document_are_public_and_not_counted(served: tuple[str, IssuedToken]) -> None:
-    base_url, _ = served
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_whoami_example_names_the_tokens_unit(served: Served, language: str) -> None:
+    issued = served.tokens["work_unit"]
+    page = requests.get(served.base_url + "/docs", timeout=10).text
+    result = _run(language, _example(page, "whoami", language), issued.public_key, issued.private_key)
+    assert result.returncode == 0, result.stderr
+    assert issued.unit_code in result.stdout and "ORG_NAME" in result.stdout
+
+
+@pytest.mark.parametrize("anchor", ["whoami", "listUnits", "listEnrolments"])
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_examples_stop_with_the_apis_error_code(served: Served, language: str, anchor: str) -> None:
+    """A wrong key: a non-zero exit with the status, E-code and message, not a bare HTTP error (spec §13)."""
+    issued = served.tokens["business_unit"]
+    page = requests.get(served.base_url + "/docs", timeout=10).text
+    result = _run(language, _example(page, anchor, language), issued.public_key, "srsk_not-the-private-key")
+    assert result.returncode != 0
+    if language == "curl":
+        # As far as curl goes: the status and the API's error object.
+        assert '"E1010"' in result.stdout + result.stderr and "401" in result.stdout + result.stderr
+    else:
+        assert result.stderr.strip().splitlines()[-1] == "401 E1010: Authentication failed"
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_no_example_filters_on_a_placeholder(client: FlaskClient) -> None:
+    """The examples ask for what the token sees; ORGCODES and dates appear only in the comments saying how to narrow it."""
+    page = client.get("/docs").get_data(as_text=True)
+    for anchor in ("whoami", "listUnits", "listEnrolments"):
+        for language, _label, _template in LANGUAGES:
+            code = _example(page, anchor, language)
+            statements = [line for line in code.splitlines() if not line.lstrip().startswith(("#", "//"))]
+            assert not [line for line in statements if re.search(r"\b(ORGCODES|SDATE|EDATE|ORG1)\b|2017", line)], (anchor, language)
+            if anchor == "listEnrolments":
+                assert "/api/v1/units" in code  # where the codes ORGCODES takes come from
+
+
+def test_docs_and_document_are_public_and_not_counted(served: Served) -> None:
+    base_url = served.base_url
     for path in ("/docs", "/openapi.json", "/static/docs.js", "/static/docs.css"):
         response = requests.get(base_url + path, timeout=10)
         assert response.status_code == 200
@@ -289,11 +405,11 @@ def test_docs_and_document_are_public_and_not_counted(served: tuple[str, IssuedT
 
 
 def test_the_served_document_reads_with_openapi_spec_validators_reader(
-    served: tuple[str, IssuedToken], tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
     """gunicorn's bytes, as the validator's CLI reads a file: through a YAML loader, which refuses
     raw U+FFFF (the patterns' top character) and other characters JSON allows unescaped."""
-    base_url, _ = served
+    base_url = served.base_url
     response = requests.get(base_url + "/openapi.json", timeout=10)
     assert response.status_code == 200 and response.content.isascii()
     (tmp_path / "openapi.json").write_bytes(response.content)
@@ -337,25 +453,76 @@ class _ChangingSite(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize(("language", "runner"), [("python", (sys.executable, "-c")), ("node", ("node", "--input-type=module", "-e"))])
-def test_the_examples_start_again_when_the_data_changes_between_pages(
-    client: FlaskClient, language: str, runner: tuple[str, ...]
-) -> None:
-    if shutil.which(runner[0]) is None:
-        pytest.skip(f"{runner[0]} is not installed")
-    _ChangingSite.served = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChangingSite)
+@contextmanager
+def _fake_site(handler: type[BaseHTTPRequestHandler], client: FlaskClient) -> Iterator[str]:
+    """Serve a fake API with handler; yield the /docs page as rendered for it (its examples call it)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        page = client.get("/docs", base_url=f"http://127.0.0.1:{server.server_address[1]}").get_data(as_text=True)
-        found = re.search(f'<code id="code-listEnrolments-{language}">(.*?)</code>', page, re.S)
-        assert found is not None
-        env = {**os.environ, "SOUTHROCK_PUBLIC_KEY": "srpk_x", "SOUTHROCK_PRIVATE_KEY": "srsk_x"}
-        result = subprocess.run([*runner, html.unescape(found.group(1))], env=env, capture_output=True, text=True, timeout=30)
+        yield client.get("/docs", base_url=f"http://127.0.0.1:{server.server_address[1]}").get_data(as_text=True)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_the_examples_start_again_when_the_data_changes_between_pages(client: FlaskClient, language: str) -> None:
+    _ChangingSite.served = 0
+    with _fake_site(_ChangingSite, client) as page:
+        result = _run(language, _example(page, "listEnrolments", language), "srpk_x", "srsk_x")
     assert result.returncode == 0, result.stderr
     # Not A, A, B, C (the first walk's page 1, then the changed data's page 2): the walk started again.
     assert [line.split()[0] for line in result.stdout.splitlines()] == ["A", "X", "B", "C"]
+
+
+def test_the_curl_example_stops_when_the_data_changes_between_pages(client: FlaskClient) -> None:
+    # It has printed the first page already: it says so and fails rather than print a mix.
+    _ChangingSite.served = 0
+    with _fake_site(_ChangingSite, client) as page:
+        result = _run("curl", _example(page, "listEnrolments", "curl"), "srpk_x", "srsk_x")
+    assert result.returncode == 1
+    assert "run this again" in result.stderr
+    assert [row["LR_ID"] for row in json.loads(result.stdout)] == ["A", "B"]
+
+
+class _ThrottledSite(BaseHTTPRequestHandler):
+    """One page of enrolments, after a first answer of 429 E1030 that asks for a one-second wait."""
+
+    served = 0
+
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        type(self).served += 1
+        if type(self).served == 1:
+            error = {"message": "API call exceeded rate limit due to too many requests", "code": "E1030"}
+            body = json.dumps({"error": error}).encode()
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+        else:
+            body = json.dumps([{"LR_ID": "A", "CRS_CODE": "C", "SCH_AEDATE": "2024-01-01", "SCH_SCORE": "90.00"}]).encode()
+            self.send_response(200)
+            self.send_header("X-Data-Version", "v1")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_examples_wait_out_a_429_as_retry_after_says(client: FlaskClient, language: str) -> None:
+    _ThrottledSite.served = 0
+    with _fake_site(_ThrottledSite, client) as page:
+        began = time.monotonic()
+        result = _run(language, _example(page, "listEnrolments", language), "srpk_x", "srsk_x")
+        waited = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert _ThrottledSite.served == 2 and waited >= 1
+    if language == "curl":
+        assert [row["LR_ID"] for row in json.loads(result.stdout)] == ["A"]
+    else:
+        assert result.stdout.split() == ["A", "C", "2024-01-01", "90.00"]
+        # The wait is explained, with the API's code.
+        assert "429 E1030: API call exceeded rate limit due to too many requests: waiting 1 s" in result.stderr

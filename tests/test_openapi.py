@@ -27,10 +27,11 @@ from southrock_api.apidocs.openapi import (
     HEADER_FIELD_LIMIT,
     REQUEST_LINE_LIMIT,
     SERVER_REFUSALS,
+    UNITS_PATH,
     WHOAMI_PATH,
 )
-from southrock_api.api.parameters import EnrolmentQuerySchema
-from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, WorkUnitSchema
+from southrock_api.api.parameters import EnrolmentQuerySchema, UnitQuerySchema
+from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, UnitSchema, WorkUnitSchema
 from tests import factories, servers
 
 
@@ -86,7 +87,7 @@ def _documented_headers(document: dict[str, Any], path: str, status: int) -> set
 def test_document_is_valid_openapi_3(document: dict[str, Any]) -> None:
     validate(document)
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH}
+    assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH}
 
 
 def test_served_bytes_are_what_openapi_spec_validator_reads(
@@ -176,6 +177,7 @@ def test_response_schemas_are_the_dump_schemas(document: dict[str, Any]) -> None
     schemas = document["components"]["schemas"]
     for name, schema in (
         ("Enrolment", EnrolmentSchema()),
+        ("Unit", UnitSchema()),
         ("BusinessUnit", BusinessUnitSchema()),
         ("WorkUnit", WorkUnitSchema()),
     ):
@@ -186,6 +188,22 @@ def test_response_schemas_are_the_dump_schemas(document: dict[str, Any]) -> None
     assert schemas["Enrolment"]["properties"]["RNUM"]["type"] == "string"
     assert schemas["Enrolment"]["properties"]["SCH_SCORE"]["type"] == "string"
     assert schemas["Enrolment"]["properties"]["SCH_AEDATE"]["format"] == "date"
+    # Null at the top of what the token sees, and said so.
+    assert schemas["Unit"]["properties"]["PARENT_ORG_CODE"]["nullable"] is True
+    assert "null" in schemas["Unit"]["properties"]["PARENT_ORG_CODE"]["description"]
+
+
+def test_the_units_parameters_are_their_schemas_fields_and_page_like_the_enrolments(document: dict[str, Any]) -> None:
+    parameters = {p["name"]: p for p in _operation(document, UNITS_PATH)["parameters"] if p["in"] == "query"}
+    assert list(parameters) == list(UnitQuerySchema().fields) == ["start", "limit"]
+    enrolments = {p["name"]: p for p in _operation(document, ENROLMENTS_PATH)["parameters"]}
+    for name in ("start", "limit"):
+        assert parameters[name]["schema"] == enrolments[name]["schema"]
+        assert "work unit" in parameters[name]["description"]
+    ok = resolve_ref(document, _operation(document, UNITS_PATH)["responses"]["200"])
+    assert {"Link", "X-Total-Count", "X-Data-Version", "ETag"} <= set(ok["headers"])
+    # The enrolments' ORGCODES points to where its codes come from.
+    assert UNITS_PATH in enrolments["ORGCODES"]["description"]
 
 
 def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
@@ -199,10 +217,16 @@ def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
         assert response["description"].startswith(f"{error.code} {error.description}")
         example = document["components"]["examples"][error.code]["value"]
         assert example == {"error": {"message": error.description, "code": error.code}}
-    for path in (WHOAMI_PATH, ENROLMENTS_PATH):
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH):
         responses = _operation(document, path)["responses"]
         assert {"200", "304", "400", "401", "404", "429", "500"} <= set(responses)
         assert "E2030" in document["paths"][path]["description"]
+        # Every 404 an endpoint's path answers: E2020 (HTTPS required, unknown host) and E2030 (other
+        # methods); E2010 is about paths of other versions, never this one.
+        not_found = resolve_ref(document, responses["404"])
+        assert set(not_found["content"]["application/json"]["examples"]) == {"E2020", "E2030"}
+        bad_request = resolve_ref(document, responses["400"])
+        assert set(bad_request["content"]["application/json"]["examples"]) == {"E1020", "E3010"}
 
 
 def test_gunicorns_own_refusals_are_documented_on_every_operation(document: dict[str, Any]) -> None:
@@ -214,7 +238,7 @@ def test_gunicorns_own_refusals_are_documented_on_every_operation(document: dict
     )
     assert config.get("limit_request_fields", LimitRequestFields.default) == HEADER_FIELD_COUNT_LIMIT
     assert [refusal.status for refusal in SERVER_REFUSALS] == [414, 431]
-    for path in (WHOAMI_PATH, ENROLMENTS_PATH):
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH):
         responses = _operation(document, path)["responses"]
         assert list(responses) == sorted(responses)
         for refusal in SERVER_REFUSALS:
@@ -269,6 +293,18 @@ def test_enrolment_page_matches_the_document(
     assert response.headers["X-Total-Count"] == "3"
 
 
+def test_unit_page_matches_the_document(
+    client: FlaskClient, document: dict[str, Any], authorization: str
+) -> None:
+    response = client.get(UNITS_PATH + "?limit=2", headers={"Authorization": authorization})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [unit["ORG_CODE"] for unit in body] == ["ORG1", "ORG2"]
+    _check_body(document, _response_schema(document, UNITS_PATH, 200), body)
+    assert _documented_headers(document, UNITS_PATH, 200) <= set(response.headers.keys())
+    assert response.headers["X-Total-Count"] == "3"
+
+
 def test_whoami_and_304_match_the_document(
     client: FlaskClient, document: dict[str, Any], authorization: str
 ) -> None:
@@ -296,6 +332,9 @@ def test_whoami_and_304_match_the_document(
         ("GET", "/api/v1/nothing", None, "E2020"),
         ("POST", ENROLMENTS_PATH, None, "E2030"),
         ("DELETE", WHOAMI_PATH, None, "E2030"),
+        ("GET", UNITS_PATH, {}, "E1010"),
+        ("GET", UNITS_PATH + "?limit=0", None, "E3010"),
+        ("PUT", UNITS_PATH, None, "E2030"),
     ],
 )
 def test_errors_are_what_the_document_says(
@@ -314,7 +353,8 @@ def test_errors_are_what_the_document_says(
     assert response.status_code == documented["status"]
     assert response.get_json()["error"]["code"] == code
     _check_body(document, {"$ref": "#/components/schemas/Error"}, response.get_json())
-    if path.split("?")[0] in document["paths"] and method == "GET":
+    # An endpoint's table lists every code its path answers, other methods' E2030 included (spec §18).
+    if path.split("?")[0] in document["paths"]:
         operation = _operation(document, path.split("?")[0])
         response_doc = resolve_ref(document, operation["responses"][str(response.status_code)])
         assert code in response_doc["content"]["application/json"]["examples"]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from southrock_api.api import parameters, pipeline
 from southrock_api.api.auth import Principal
 from southrock_api.api.errors import BAD_PARAMETER, ApiError
-from southrock_api.api.parameters import EnrolmentQuery, Parameters
+from southrock_api.api.parameters import EnrolmentQuery, PageQuery, Parameters
 from tests import factories
 
 PRINCIPAL = Principal(1, "srpk_test", "business_unit", 7, "EDU", "Education", None)
@@ -56,6 +56,14 @@ def test_read_parameters_loads_only_the_enrolments_endpoint_and_keeps_an_error()
     bad = pipeline.read_parameters(b"limit=0", pipeline.ENROLMENTS_ENDPOINT)
     assert isinstance(bad, ApiError) and bad.error is BAD_PARAMETER
     assert bad.message == "Invalid parameter found: limit, expected Positive Integer no greater than 500"
+
+
+def test_read_parameters_loads_the_units_paging_and_ignores_the_enrolments_filters() -> None:
+    loaded = pipeline.read_parameters(b"limit=3&ORGCODES=A&SDATE=nonsense", pipeline.UNITS_ENDPOINT)
+    assert isinstance(loaded, Parameters)
+    assert (loaded.enrolments, loaded.units) == (None, PageQuery(1, 3))
+    bad = pipeline.read_parameters(b"start=0", pipeline.UNITS_ENDPOINT)
+    assert isinstance(bad, ApiError) and bad.error is BAD_PARAMETER
 
 
 def test_the_entity_tag_ignores_order_and_the_cursor_and_a_bad_query_has_none() -> None:

@@ -6,14 +6,19 @@ import datetime as dt
 import json
 import os
 import pwd
+import re
 import time
 from typing import Callable
 
 import pytest
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from southrock_api.admin.tokens import mask
+from southrock_api.data.models import ApiToken
 from tests import factories
+from tests.servers import ROOT
 
 
 @pytest.fixture()
@@ -209,3 +214,27 @@ def test_the_audited_actor_is_the_account_not_what_the_environment_claims(
     actors = [event["actor"] for event in json.loads(runner.invoke(args=["tokens", "audit", "--json"]).stdout)]
     account = pwd.getpwuid(os.geteuid()).pw_name
     assert actors == [account, f"{account} (sudo by bob)"]
+
+
+def test_the_rotation_guides_commands_name_the_key_as_the_command_takes_it(
+    runner: FlaskCliRunner, client: FlaskClient, session: Session, units: None
+) -> None:
+    """docs/deployment.md §10, as an operator would copy it: each command accepts the key it shows."""
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    section = guide.split("## 10. Rotating a leaked token", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"`(srpk_[A-Za-z0-9_-]+)`", section)
+    assert found is not None
+    full = found.group(1)
+    commands = re.findall(r"^southrock tokens (rotate|revoke) (\S+)", section, re.M)
+    assert [command for command, _ in commands] == ["rotate", "revoke"]
+    assert {key for _, key in commands} == {mask(full)}
+    # The log search looks for the same key.
+    assert f'"public_key": "{full}"' in section
+    issued = create(runner, "--business-unit", "EDU")
+    row = session.scalars(select(ApiToken).where(ApiToken.public_key == issued["public_key"])).one()
+    row.public_key = full
+    session.commit()
+    for command, key in commands:
+        result = runner.invoke(args=["tokens", command, key])
+        assert result.exit_code == 0, result.output
+    assert json.loads(runner.invoke(args=["tokens", "list", "--json"]).stdout)[0]["state"] == "revoked"

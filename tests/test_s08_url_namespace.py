@@ -29,12 +29,12 @@ def test_unknown_versions_are_e2010(client: FlaskClient, authorization: str, pat
     assert response.get_json()["error"]["code"] == "E2010"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/users", "/api/v1/enrolments/1", "/api/v1/enrolments/", "/api/v1//enrolments", "/anything"])
+@pytest.mark.parametrize("path", ["/api/v1/users", "/api/v1/enrolments/1", "/api/v1/enrolments/", "/api/v1//enrolments", "/api/v1/units/", "/api/v1/units/UNIV", "/anything"])
 def test_unknown_endpoints_under_v1_are_e2020(client: FlaskClient, authorization: str, path: str) -> None:
     response = client.get(path, headers={"Authorization": authorization})
     assert response.status_code == 404
     assert response.get_json()["error"] == {
-        "message": "Endpoint not supported: the endpoints are /api/v1 and /api/v1/enrolments",
+        "message": "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments and /api/v1/units",
         "code": "E2020",
     }
 

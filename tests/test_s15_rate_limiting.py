@@ -56,6 +56,14 @@ def test_error_responses_carry_the_headers_too(api: ApiClient, path: str, status
     assert "X-Rate-Limit-Remaining" in response.headers
 
 
+@pytest.mark.parametrize("path", ["/api/v1", "/api/v1/enrolments"])
+def test_head_spends_the_bucket_like_get(api: ApiClient, path: str) -> None:
+    first = api.get(path)
+    head = api.open(path, method="HEAD")
+    assert head.status_code == 200 and head.data == b""
+    assert remaining(head) == remaining(first) - 1
+
+
 def test_bad_parameters_from_a_valid_token_spend_the_bucket(api: ApiClient) -> None:
     api.enrolments("limit=0")
     assert remaining(api.whoami()) == 58

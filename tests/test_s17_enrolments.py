@@ -195,6 +195,27 @@ def test_bad_parameters_are_e3010_naming_the_parameter(
     assert error["message"].startswith(f"Invalid parameter found: {parameter}, expected ")
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("EDATE=31/12/2017", "Date YYYY-MM-DD"),
+        ("EDATE=2017-02-30&limit=5", "Date YYYY-MM-DD"),
+        ("SDATE=2017-01-01&EDATE=31/12/2017", "Date YYYY-MM-DD on or after SDATE"),
+        ("SDATE=2017-02-01&EDATE=2017-01-01", "Date YYYY-MM-DD on or after SDATE"),
+    ],
+)
+def test_an_edate_message_names_sdate_only_when_sdate_was_sent(
+    client: FlaskClient, world: worlds.World, query: str, expected: str
+) -> None:
+    # spec §13's format, "Invalid parameter found: NAME, expected …", about what the request sent.
+    response = get(client, world, "EDU", query)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "message": f"Invalid parameter found: EDATE, expected {expected}",
+        "code": "E3010",
+    }
+
+
 def test_the_spec_example_message_for_limit(client: FlaskClient, world: worlds.World) -> None:
     error = get(client, world, "EDU", "limit=abc").get_json()["error"]
     assert error["message"].startswith("Invalid parameter found: limit, expected Positive Integer")

@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -28,10 +29,10 @@ PROXY_ADDRESS = "127.0.0.2"
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
-@pytest.fixture(scope="module")
-def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken, Path]]:
-    """A gunicorn server writing its log to a file, a token, and that file."""
-    directory = tmp_path_factory.mktemp("logging")
+@contextmanager
+def _logging_server(
+    backend: str, directory: Path, workers: int, **settings: str
+) -> Iterator[tuple[str, IssuedToken, Path]]:
     log_path = directory / "gunicorn.log"
     with databases.fresh_database(backend, directory) as database_url:
         issued = seeded_token(database_url)
@@ -41,9 +42,17 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
             "SOUTHROCK_TRUSTED_PROXIES": PROXY_ADDRESS,
             # gunicorn and the application share this variable; gunicorn's spelling must work.
             "SOUTHROCK_LOG_LEVEL": "info",
+            **settings,
         }
-        with gunicorn(env, workers=2, log_path=log_path) as base_url:
+        with gunicorn(env, workers=workers, log_path=log_path) as base_url:
             yield base_url, issued, log_path
+
+
+@pytest.fixture(scope="module")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, IssuedToken, Path]]:
+    """A gunicorn server writing its log to a file, a token, and that file."""
+    with _logging_server(backend, tmp_path_factory.mktemp("logging"), workers=2) as served:
+        yield served
 
 
 def _via_proxy(base_url: str, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
@@ -108,8 +117,15 @@ def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, Issue
     sent = [
         (requests.get(base_url + "/api/v1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),
         (requests.get(base_url + "/api/v1/enrolments?limit=1", headers={"Authorization": issued.authorization}, timeout=10), issued.public_key),
-        (requests.get(base_url + "/api/v1", headers={"Authorization": wrong_header}, timeout=10), None),
-        (requests.get(base_url + "/api/v1", auth=("srpk_unknown", "srsk_unknown-private"), timeout=10), None),
+        # A failed attempt logs the public key it named (a leaked or revoked key's use shows), never the private key.
+        (requests.get(base_url + "/api/v1", headers={"Authorization": wrong_header}, timeout=10), issued.public_key),
+        (requests.get(base_url + "/api/v1", auth=("srpk_unknown", "srsk_unknown-private"), timeout=10), "srpk_unknown"),
+        # Nothing that is not a public key's form: a user name that may be a password, swapped keys,
+        # a "public key" holding a private one, a malformed header.
+        (requests.get(base_url + "/api/v1", auth=("ops-user-7f3a", "hunter2-password"), timeout=10), None),
+        (requests.get(base_url + "/api/v1", auth=("srsk_swapped-private", issued.public_key), timeout=10), None),
+        (requests.get(base_url + "/api/v1", auth=("srpk_xsrsk_hidden-private", "srsk_y"), timeout=10), None),
+        (requests.get(base_url + "/api/v1", headers={"Authorization": "Basic not-base64!"}, timeout=10), None),
         (requests.get(base_url + "/healthz", timeout=10), None),
     ]
     lines = _access_lines(log_path)
@@ -130,9 +146,30 @@ def test_one_access_line_per_request_and_never_a_secret(server: tuple[str, Issue
         "srsk_not-the-right-private-key",
         wrong_header.split(" ", 1)[1],
         "srsk_unknown-private",
+        "hunter2-password",
+        "ops-user-7f3a",
+        "srsk_swapped-private",
+        "srsk_hidden-private",
         "Authorization",
     ):
         assert secret not in log
+
+
+def test_the_limiters_429_line_carries_the_request_id(backend: str, tmp_path: Path) -> None:
+    """spec §15: flask-limiter's line for a 429 names its request like the access line does."""
+    with _logging_server(backend, tmp_path, workers=1, SOUTHROCK_RATE_LIMIT="2 per minute") as served:
+        base_url, issued, log_path = served
+        auth = {"Authorization": issued.authorization}
+        responses = [requests.get(base_url + "/api/v1", headers=auth, timeout=10) for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 429]
+    request_id = responses[2].headers["X-Request-Id"]
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    exceeded = [line for line in lines if line["logger"] == "flask-limiter" and "exceeded" in str(line["message"])]
+    assert len(exceeded) == 1
+    assert exceeded[0]["request_id"] == request_id
+    assert exceeded[0]["message"].startswith("ratelimit 2 per 1 minute (site) exceeded")
+    access = [line for line in lines if line["logger"] == "southrock_api.access" and line["request_id"] == request_id]
+    assert [line["status"] for line in access] == [429]
 
 
 PRIVATE = "srsk_Ab-cd_EfGhIjKlMnOpQrStUvWxYz0123456789abcdef"

@@ -75,7 +75,10 @@ def _not_found(path: str) -> ApiError:
         version = segments[1] if len(segments) > 1 else ""
         if version not in SUPPORTED_VERSIONS:
             return ApiError(VERSION_NOT_SUPPORTED, "API Version not supported: use /api/v1")
-    return ApiError(ENDPOINT_NOT_SUPPORTED, "Endpoint not supported: the endpoints are /api/v1 and /api/v1/enrolments")
+    return ApiError(
+        ENDPOINT_NOT_SUPPORTED,
+        "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments and /api/v1/units",
+    )
 
 
 def _handle_api_error(error: ApiError) -> Response:

@@ -9,10 +9,11 @@ import sys
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
+from southrock_api.admin.tokens import PUBLIC_KEY_PREFIX
 from southrock_api.api.proxy import TRUSTED_PEER
-from southrock_api.api.state import find_state
+from southrock_api.api.state import find_state, named_key
 
 access_log = logging.getLogger("southrock_api.access")
 # The limiter's own messages (store unreachable, falling back, recovered) belong in our log too.
@@ -59,6 +60,23 @@ class NameTheError(logging.Filter):
         return True
 
 
+class WithRequestId(logging.Filter):
+    """Add the request's id to a line logged while a request is served.
+
+    flask-limiter's "ratelimit … exceeded" line for a 429, an unhandled error's traceback and a
+    store failure are then tied to the access line (and the client's X-Request-Id) of their request.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Put request_id first among the record's fields when a request with an id is being served."""
+        if has_request_context():
+            request_id = g.get("request_id")
+            fields = getattr(record, "fields", {})
+            if request_id and "request_id" not in fields:
+                record.fields = {"request_id": request_id, **fields}
+        return True
+
+
 class RedactKeys(logging.Filter):
     """Cut keys and credentials out of a record's message.
 
@@ -97,11 +115,21 @@ def _finish(response: Response) -> Response:
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
                 "client": request.remote_addr,
-                "public_key": state.principal.public_key if state else None,
+                "public_key": state.principal.public_key if state else _failed_attempts_key(),
             }
         },
     )
     return response
+
+
+def _failed_attempts_key() -> str | None:
+    """The public key a failed attempt named, if it has the form of one: continued use of a leaked key shows."""
+    public_key = named_key()
+    # auth.parse_basic has checked its shape (never anything from the password part); a user name
+    # that is not one of our keys (someone's password, say) or that holds a secret is not logged.
+    if public_key is None or not public_key.startswith(PUBLIC_KEY_PREFIX) or _SECRET.search(public_key):
+        return None
+    return public_key
 
 
 def configure_logging(level: str) -> None:
@@ -112,6 +140,12 @@ def configure_logging(level: str) -> None:
             handler = logging.StreamHandler()
             handler.setFormatter(JsonFormatter())
             logger.addHandler(handler)
+        for existing in logger.handlers:
+            # On the handler, not the logger: it then sees this package's child loggers' records too.
+            if isinstance(existing.formatter, JsonFormatter) and not any(
+                isinstance(f, WithRequestId) for f in existing.filters
+            ):
+                existing.addFilter(WithRequestId())
         logger.setLevel(level.upper())  # gunicorn shares SOUTHROCK_LOG_LEVEL and takes "info"
     limiter_logger = logging.getLogger("flask-limiter")
     if not any(isinstance(f, NameTheError) for f in limiter_logger.filters):

@@ -163,21 +163,36 @@ class EnrolmentQuerySchema(Schema):
             raise ValidationError("EDATE before SDATE", field_name="EDATE")
 
 
+class UnitQuerySchema(Schema):
+    """Query parameters of GET /api/v1/units: the paging of spec §12, as on the enrolments."""
+
+    class Meta:
+        unknown = EXCLUDE  # spec §5.1c, as for the enrolments
+
+    start = StrictInteger(validate=validate.Range(min=1, max=MAX_START), load_default=DEFAULT_START)
+    limit = StrictInteger(validate=validate.Range(min=1, max=MAX_LIMIT), load_default=DEFAULT_LIMIT)
+
+
 # What each parameter expects, in the words of the spec's example error (§13).
 EXPECTATIONS = {
     "ORGCODES": f"Work Unit code (1 to {MAX_VALUE_LENGTH} characters, at most {MAX_ORGCODES} values)",
     "SDATE": "Date YYYY-MM-DD",
-    "EDATE": "Date YYYY-MM-DD on or after SDATE",
+    "EDATE": "Date YYYY-MM-DD",
     "start": f"Positive Integer no greater than {MAX_START}",
     "limit": f"Positive Integer no greater than {MAX_LIMIT}",
 }
+# EDATE's expectation when the request also sent SDATE: only then can the range be out of order,
+# and only then does naming SDATE help.
+EDATE_WITH_SDATE = "Date YYYY-MM-DD on or after SDATE"
 
 REPEATABLE = frozenset({"ORGCODES"})
 
 enrolment_query_schema = EnrolmentQuerySchema()
+unit_query_schema = UnitQuerySchema()
 # `after` is the cursor of a `next` link (spec §12, paging.Cursor): known, so it may not be
 # repeated either, but not the schema's to load.
 _KNOWN = frozenset(enrolment_query_schema.fields) | {"after"}
+_KNOWN_FOR_UNITS = frozenset(unit_query_schema.fields)
 
 
 @dataclass(frozen=True)
@@ -193,17 +208,46 @@ class EnrolmentQuery:
 
 
 @dataclass(frozen=True)
+class PageQuery:
+    """The loaded parameters of GET /api/v1/units: one page of the list (spec §12)."""
+
+    start: int
+    limit: int
+
+
+@dataclass(frozen=True)
 class Parameters:
-    """A request's query: its pairs in order (the Link header keeps them) and, for the enrolments, their values."""
+    """A request's query: its pairs in order (the Link header keeps them) and, for a list, their values."""
 
     pairs: list[tuple[str, str]]
     enrolments: EnrolmentQuery | None
+    units: PageQuery | None = None
 
 
-def parse(query_string: bytes, enrolments: bool) -> Parameters:
-    """Decode a raw query string, and load it if it is the enrolments endpoint's; E3010 if anything is invalid."""
+# The lists whose parameters `parse` loads; every other endpoint's query is decoded only (spec §10).
+ENROLMENTS = "enrolments"
+UNITS = "units"
+
+
+def parse(query_string: bytes, endpoint: str | None) -> Parameters:
+    """Decode a raw query string, and load it if it is a list's (ENROLMENTS, UNITS); E3010 if anything is invalid."""
     pairs = parse_query(query_string)
-    return Parameters(pairs, load_enrolment_query(pairs) if enrolments else None)
+    if endpoint == ENROLMENTS:
+        return Parameters(pairs, load_enrolment_query(pairs))
+    if endpoint == UNITS:
+        return Parameters(pairs, None, load_unit_query(pairs))
+    return Parameters(pairs, None)
+
+
+def load_unit_query(pairs: list[tuple[str, str]]) -> PageQuery:
+    """Load GET /api/v1/units' parameters through UnitQuerySchema; E3010 names the first bad one."""
+    arguments = to_arguments(pairs, frozenset(), _KNOWN_FOR_UNITS)
+    try:
+        loaded = unit_query_schema.load(arguments)
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        raise _bad(name, EXPECTATIONS.get(name, "a valid value")) from None
+    return PageQuery(loaded["start"], loaded["limit"])
 
 
 def load_enrolment_query(pairs: list[tuple[str, str]]) -> EnrolmentQuery:
@@ -213,7 +257,10 @@ def load_enrolment_query(pairs: list[tuple[str, str]]) -> EnrolmentQuery:
         loaded = enrolment_query_schema.load(arguments)
     except ValidationError as error:
         name = sorted(error.normalized_messages())[0]
-        raise _bad(name, EXPECTATIONS.get(name, "a valid value")) from None
+        expected = EXPECTATIONS.get(name, "a valid value")
+        if name == "EDATE" and "SDATE" in arguments:
+            expected = EDATE_WITH_SDATE
+        raise _bad(name, expected) from None
     after = arguments.get("after")
     return EnrolmentQuery(
         loaded["ORGCODES"], loaded["SDATE"], loaded["EDATE"], loaded["start"], loaded["limit"],

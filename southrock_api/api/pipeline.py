@@ -24,12 +24,14 @@ from southrock_api.api.auth import (
 )
 from southrock_api.api.errors import AUTHENTICATION_FAILED, ENDPOINT_NOT_SUPPORTED, ApiError, in_api_namespace
 from southrock_api.api.parameters import Parameters
-from southrock_api.api.state import RequestState, find_state, store
+from southrock_api.api.state import RequestState, find_state, note_named_key, store
 from southrock_api.data.deadlines import deadline
 from southrock_api.data.db import Database, Versions, begin_snapshot, get_database, get_session, read_versions
 
-# The endpoint whose parameters the schema loads (spec §17.1.2); every endpoint's are decoded (spec §10).
+# The endpoints whose parameters a schema loads (spec §12, §17.1.2); every endpoint's are decoded (spec §10).
 ENROLMENTS_ENDPOINT = "api.list_enrolments"
+UNITS_ENDPOINT = "api.list_units"
+_LISTS = {ENROLMENTS_ENDPOINT: parameters.ENROLMENTS, UNITS_ENDPOINT: parameters.UNITS}
 
 
 def require_https() -> None:
@@ -55,7 +57,7 @@ def identify(
 def read_parameters(query_string: bytes, endpoint: str | None) -> Parameters | ApiError:
     """Parse the query, once for the whole request; an invalid one is returned as its E3010, not raised."""
     try:
-        return parameters.parse(query_string, enrolments=endpoint == ENROLMENTS_ENDPOINT)
+        return parameters.parse(query_string, _LISTS.get(endpoint or ""))
     except ApiError as error:
         return error
 
@@ -104,6 +106,9 @@ def authenticate_request() -> Response | None:
     try:
         # A missing or malformed header is refused before any database work.
         credentials = parse_basic(request.headers.get("Authorization"))
+        # For the access log: a failed attempt with a leaked or revoked key is then visible there.
+        # Only the public key parse_basic accepted; never anything from the password part.
+        note_named_key(credentials[0])
         versions, principal = identify(get_session(), credentials, now, cache)
     except ApiError as error:
         if error.error is AUTHENTICATION_FAILED:

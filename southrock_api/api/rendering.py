@@ -41,6 +41,16 @@ class WorkUnitSchema(Schema):
     ORG_NAME = fields.String(attribute="unit_name")
 
 
+class UnitSchema(Schema):
+    """One work unit of GET /api/v1/units: the codes ORGCODES takes, with the unit's place in both trees."""
+
+    ORG_CODE = fields.String(attribute="code")
+    ORG_NAME = fields.String(attribute="name")
+    ORGGRP_CODE = fields.String(attribute="business_unit_code")
+    # Null for a unit whose parent the token does not see (report.visibility.VisibleUnit).
+    PARENT_ORG_CODE = fields.String(attribute="parent_code", allow_none=True)
+
+
 class RowRenderer:
     """A schema's dump for flat rows of values, at a fraction of marshmallow's per-row cost.
 
@@ -99,6 +109,7 @@ class RowRenderer:
 
 business_unit_schema = BusinessUnitSchema()
 work_unit_schema = WorkUnitSchema()
+unit_schema = UnitSchema()
 enrolment_renderer = RowRenderer(EnrolmentSchema())
 # What the report needs to write its rows as EnrolmentSchema dumps them (spec §17.1.4): checked
 # here, at import, so a field added to the schema that the report cannot supply fails at start.

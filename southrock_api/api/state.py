@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from southrock_api.api.parameters import Parameters
     from southrock_api.data.db import Versions
 
-# The one attribute of flask.g this package's request state lives in (beside data.db's session).
+# The attributes of flask.g this package's request state lives in (beside data.db's session).
 _ATTRIBUTE = "api_request"
+_NAMED_KEY = "api_named_public_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +52,14 @@ def find_state() -> RequestState | None:
     """Return the request's state, or None: not an /api/v1 request, or one refused before it was stored."""
     state: RequestState | None = g.get(_ATTRIBUTE)
     return state
+
+
+def note_named_key(public_key: str) -> None:
+    """Remember the public key the request's credentials named, once auth.parse_basic accepted its shape."""
+    setattr(g, _NAMED_KEY, public_key)
+
+
+def named_key() -> str | None:
+    """Return the public key the request named (authenticated or not), or None if its credentials had none."""
+    public_key: str | None = g.get(_NAMED_KEY)
+    return public_key

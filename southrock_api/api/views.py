@@ -9,6 +9,7 @@ from southrock_api.api.rendering import (
     business_unit_schema,
     enrolment_renderer,
     enrolment_row_format,
+    unit_schema,
     work_unit_schema,
 )
 from southrock_api.api.state import current_state
@@ -57,13 +58,40 @@ def list_enrolments() -> Response:
     # order; "\n" as jsonify ends.
     response = Response(enrolment_renderer.json_array(page.rows) + "\n", mimetype="application/json")
     response.headers["X-Total-Count"] = str(page.total)
-    # Changes with every import; a client walking the pages learns that the data changed under it
-    # (rows may then shift between pages). A digest: the version itself seals the cursors.
-    response.headers["X-Data-Version"] = paging.fingerprint("data version", data_version)
+    response.headers["X-Data-Version"] = _data_version(data_version)
     response.headers["Link"] = paging.link_header(
         request.base_url, parameters.pairs, start, limit, page.total, next_cursor
     )
     return response
+
+
+@bp.get("/units")
+def list_units() -> Response:
+    """Return one page of the work units the token sees, by code, with Link and X-Total-Count (spec §4, §12)."""
+    state = current_state()
+    parameters = state.valid_parameters()
+    query = parameters.units
+    assert query is not None  # the pipeline loads this endpoint's parameters
+    principal, data_version = state.principal, state.versions.data
+    # The units whose enrolments the token reads (spec §7, §17.1.1): the codes ORGCODES takes.
+    units = hierarchy(get_session(), data_version).listing(principal.unit_type, principal.unit_id)
+    page = units[query.start - 1 : query.start - 1 + query.limit]
+    response = jsonify(unit_schema.dump(page, many=True))
+    response.headers["X-Total-Count"] = str(len(units))
+    response.headers["X-Data-Version"] = _data_version(data_version)
+    # Held in memory per data version, so a page is a slice: its next link needs no cursor.
+    response.headers["Link"] = paging.link_header(
+        request.base_url, parameters.pairs, query.start, query.limit, len(units), None
+    )
+    return response
+
+
+def _data_version(data_version: str) -> str:
+    """X-Data-Version: changes with every import, so a client walking the pages learns that rows may have moved.
+
+    A digest: the version itself seals the cursors.
+    """
+    return paging.fingerprint("data version", data_version)
 
 
 def _resume_point(text: str | None, fingerprint: str, start: int) -> SortKey | None:

@@ -25,18 +25,21 @@ from southrock_api.api.errors import (
 )
 from southrock_api.api.parameters import (
     DEFAULT_LIMIT,
+    EDATE_WITH_SDATE,
     EXPECTATIONS,
     MAX_LIMIT,
     EnrolmentQuerySchema,
     StrictDate,
     StrictInteger,
+    UnitQuerySchema,
 )
-from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, WorkUnitSchema
+from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, UnitSchema, WorkUnitSchema
 
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "basicAuth"
 WHOAMI_PATH = "/api/v1"
 ENROLMENTS_PATH = "/api/v1/enrolments"
+UNITS_PATH = "/api/v1/units"
 # Year 0000 is no date a parameter takes (Python's dates, and the spec's, start at year 1).
 DATE_PATTERN = r"^(?!0000)\d{4}-\d{2}-\d{2}$"
 # spec §10 and parameters._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
@@ -48,10 +51,12 @@ REQUEST_LINE_LIMIT = 8190
 HEADER_FIELD_LIMIT = 8190
 HEADER_FIELD_COUNT_LIMIT = 100
 
-# spec §17.1.2, with the limits the schema enforces (parameters.EXPECTATIONS).
+# spec §17.1.2, with the limits the schema enforces (parameters.EXPECTATIONS); {row} and {rows}
+# name what the list holds.
 PARAMETER_DESCRIPTIONS = {
     "ORGCODES": "Select enrolments for learners belonging to this Work Unit code; repeat the "
-    "parameter to select several Work Units (`ORGCODES=A,B` is one code, `A,B`). Codes the "
+    "parameter to select several Work Units (`ORGCODES=A,B` is one code, `A,B`). The codes a "
+    "token sees are the `ORG_CODE`s of GET /api/v1/units; codes the "
     "token cannot see are ignored. Default: all visible Work Units. The whole request line may "
     f"be at most {REQUEST_LINE_LIMIT} bytes (the server answers a longer one 414): for hundreds "
     "of Work Units, use a token of the Business Unit that holds them.",
@@ -59,8 +64,8 @@ PARAMETER_DESCRIPTIONS = {
     "Default: no lower bound.",
     "EDATE": "Select enrolments whose actual end date is on or before this date (YYYY-MM-DD), "
     "not before SDATE. Default: no upper bound.",
-    "start": "The row number (1-based) of the first enrolment on the page.",
-    "limit": f"The number of enrolments on the page, at most {MAX_LIMIT} "
+    "start": "The row number (1-based) of the first {row} on the page.",
+    "limit": f"The number of {{rows}} on the page, at most {MAX_LIMIT} "
     f"(default {DEFAULT_LIMIT}).",
 }
 PARAMETER_EXAMPLES: dict[str, object] = {
@@ -70,12 +75,18 @@ PARAMETER_EXAMPLES: dict[str, object] = {
     "start": 1,
     "limit": DEFAULT_LIMIT,
 }
-# spec §16.1 and §17.1.5.
+# spec §16.1 and §17.1.5, and the work units of GET /api/v1/units.
 PROPERTY_DESCRIPTIONS = {
-    "ORGGRP_CODE": "The Business Unit code of the token.",
+    "ORGGRP_CODE": "The Business Unit code (of the token for GET /api/v1; of the Business Unit "
+    "that owns the Work Unit in GET /api/v1/units).",
     "ORGGRP_NAME": "The Business Unit name of the token.",
-    "ORG_CODE": "The Work Unit code (of the token for GET /api/v1, of the enrolment in rows).",
-    "ORG_NAME": "The Work Unit name (of the token for GET /api/v1, of the enrolment in rows).",
+    "ORG_CODE": "The Work Unit code (of the token for GET /api/v1, of the enrolment in its rows, "
+    "of the listed Work Unit in GET /api/v1/units: a value ORGCODES takes).",
+    "ORG_NAME": "The Work Unit name (of the token for GET /api/v1, of the enrolment in its rows, "
+    "of the listed Work Unit in GET /api/v1/units).",
+    "PARENT_ORG_CODE": "The code of the Work Unit's parent Work Unit, itself in the list; null at "
+    "the top of what the token sees (a Work Unit without a parent, or whose parent the token "
+    "does not see).",
     "CRS_CODE": "The course code for the enrolment.",
     "CRS_DESC": "The course description for the enrolment.",
     "LR_ID": "The learner id for the enrolment.",
@@ -89,6 +100,10 @@ PROPERTY_DESCRIPTIONS = {
     '("10"), as the spec\'s example shows (§17.1.4).',
 }
 PROPERTY_PATTERNS = {"RNUM": r"^[1-9][0-9]*$"}
+EXAMPLE_UNITS = [
+    {"ORG_CODE": "UNIV", "ORG_NAME": "University", "ORGGRP_CODE": "EDU", "PARENT_ORG_CODE": None},
+    {"ORG_CODE": "UNIV-STUD", "ORG_NAME": "University - Students", "ORGGRP_CODE": "EDU", "PARENT_ORG_CODE": "UNIV"},
+]
 EXAMPLE_ROW = {
     "ORG_CODE": "UNIV-STUD",
     "ORG_NAME": "University - Students",
@@ -102,13 +117,16 @@ EXAMPLE_ROW = {
     "SCH_SCORE": "100.00",
     "RNUM": "1",
 }
-# The codes each GET operation can answer with; the rest of the catalogue is about other
-# paths (E2010) or other methods (E2030) and is documented on the path items and components.
+# Every code an endpoint's path can answer with (spec §13, §18), listed on its GET operation:
+# E2020 (plain HTTP where HTTPS is required, an unknown host name) and E2030 (any other method on
+# the path, which OpenAPI has no operation for) are both 404s of the endpoint. E2010 is left out:
+# a path under /api whose version is not v1 is no endpoint's path.
 OPERATION_ERRORS = (
     BAD_TOKEN_TYPE,
     BAD_PARAMETER,
     AUTHENTICATION_FAILED,
     ENDPOINT_NOT_SUPPORTED,
+    METHOD_NOT_SUPPORTED,
     RATE_LIMITED,
     INTERNAL_ERROR,
 )
@@ -250,7 +268,7 @@ def _headers(policy: str) -> dict[str, dict[str, Any]]:
         ),
         "X-Total-Count": _header(
             {"type": "integer", "minimum": 0},
-            "The number of enrolments the whole query matches (spec §12).",
+            "The number of rows (enrolments, or work units) the whole query matches (spec §12).",
             required=True,
         ),
         "X-Data-Version": _header(
@@ -402,21 +420,28 @@ def _not_modified() -> dict[str, Any]:
     }
 
 
-def _query_parameters(spec: APISpec) -> list[dict[str, Any]]:
-    """The enrolment query's parameters, converted by the marshmallow plugin from its schema."""
+def _query_parameters(spec: APISpec, schema: type[Schema], row: str, rows: str) -> list[dict[str, Any]]:
+    """A list's query parameters, converted by the marshmallow plugin from its schema."""
     plugin: MarshmallowPlugin = next(p for p in spec.plugins if isinstance(p, MarshmallowPlugin))
     assert plugin.converter is not None
-    parameters = plugin.converter.schema2parameters(EnrolmentQuerySchema, location="query")
+    parameters = plugin.converter.schema2parameters(schema, location="query")
     for parameter in parameters:
         name = parameter["name"]
         parameter["description"] = (
-            f"{PARAMETER_DESCRIPTIONS[name]} Invalid values answer 400 E3010 "
-            f'"Invalid parameter found: {name}, expected {EXPECTATIONS[name]}".'
+            f"{PARAMETER_DESCRIPTIONS[name].format(row=row, rows=rows)} Invalid values answer 400 E3010 "
+            f'"Invalid parameter found: {name}, expected {EXPECTATIONS[name]}"'
+            + (f' ("expected {EDATE_WITH_SDATE}" when SDATE is sent too).' if name == "EDATE" else ".")
         )
         parameter["example"] = PARAMETER_EXAMPLES[name]
         value_schema = parameter["schema"].get("items", parameter["schema"])
         if value_schema.get("type") == "string" and "pattern" not in value_schema:
             value_schema["pattern"] = QUERY_TEXT_PATTERN
+    return parameters
+
+
+def _enrolment_query_parameters(spec: APISpec) -> list[dict[str, Any]]:
+    """The enrolment query's parameters (spec §17.1.2), and the cursor of its `next` links."""
+    parameters = _query_parameters(spec, EnrolmentQuerySchema, "enrolment", "enrolments")
     parameters.append(
         {
             "in": "query",
@@ -443,6 +468,8 @@ def _description(policy: str) -> str:
         "Extract completed LMS enrolments (SPEC-LMS-1544 v1.6).\n\n"
         "**Authentication** (spec §6): HTTP Basic with the token's public key as the user name "
         "and its private key as the password: `Authorization: Basic base64(public:private)`.\n\n"
+        "**Work Units**: GET /api/v1/units lists the Work Units a token sees, with their "
+        "Business Unit and parent; their `ORG_CODE`s are the values ORGCODES takes.\n\n"
         "**Paging** (spec §12): `start` (1-based row) and `limit` (default "
         f"{DEFAULT_LIMIT}, at most {MAX_LIMIT}); follow the `Link` header's `next` URL until "
         "there is none; `X-Total-Count` is the size of the whole result. If `X-Data-Version` "
@@ -451,7 +478,8 @@ def _description(policy: str) -> str:
         f"**Rate limit** (spec §15): {policy} for the whole site, shared by every token. Every "
         "API response carries X-Rate-Limit-Limit, X-Rate-Limit-Remaining and X-Rate-Limit-Reset "
         "(and the IETF RateLimit and RateLimit-Policy fields); 429 E1030 carries Retry-After. "
-        "A 304 Not Modified does not spend the bucket.\n\n"
+        "A 304 Not Modified does not spend the bucket; HEAD, answered like GET without a body, "
+        "spends it like GET. Every import changes every ETag.\n\n"
         "**Errors** (spec §13, §18): every error is `{\"error\": {\"message\", \"code\"}}`.\n\n"
         "| Status | Code | Meaning | When |\n| --- | --- | --- | --- |\n" + codes + "\n\n"
         f"**Before the API sees the request**, {SERVER_REFUSAL_BODY}\n\n" + refusals
@@ -512,6 +540,7 @@ def build_document(rate_limit: str) -> dict[str, Any]:
     spec.components.schema("BusinessUnit", schema=BusinessUnitSchema)
     spec.components.schema("WorkUnit", schema=WorkUnitSchema)
     spec.components.schema("Enrolment", schema=EnrolmentSchema)
+    spec.components.schema("Unit", schema=UnitSchema)
     spec.components.schema("Error", _error_schema())
     for name, header in _headers(policy).items():
         spec.components.header(name, header)
@@ -559,6 +588,34 @@ def build_document(rate_limit: str) -> dict[str, Any]:
             )
         },
     )
+    units_ok = {
+        "description": "One page of the Work Units the token sees, ordered by code: the codes "
+        "ORGCODES takes.",
+        "headers": _header_refs("ETag", "Link", "X-Total-Count", "X-Data-Version"),
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Unit"}},
+                "example": EXAMPLE_UNITS,
+            }
+        },
+    }
+    spec.path(
+        path=UNITS_PATH,
+        description=OTHER_METHODS_NOTE,
+        operations={
+            "get": _operation(
+                "List visible Work Units",
+                "Lists the Work Units the token sees (for a Work Unit token, its unit and every unit "
+                "below it; for a Business Unit token, every Work Unit of its Business Unit and the "
+                "Business Units below it, and every unit below those; spec §7), with their "
+                "Business Unit and parent: the `ORG_CODE`s to pass as ORGCODES to GET "
+                "/api/v1/enrolments. Paged like the enrolments (spec §12).",
+                "listUnits",
+                units_ok,
+                _query_parameters(spec, UnitQuerySchema, "work unit", "work units"),
+            )
+        },
+    )
     enrolments_ok = {
         "description": "One page of completed enrolments, ordered by Work Unit code, course "
         "code and learner id.",
@@ -577,15 +634,16 @@ def build_document(rate_limit: str) -> dict[str, Any]:
             "get": _operation(
                 "List completed enrolments",
                 "Lists the completed enrolments the token can see (its unit and every unit below "
-                "it), optionally filtered by Work Unit and completion date range (spec §17).",
+                "it), optionally filtered by Work Unit (ORGCODES: the `ORG_CODE`s of GET "
+                "/api/v1/units) and completion date range (spec §17).",
                 "listEnrolments",
                 enrolments_ok,
-                _query_parameters(spec),
+                _enrolment_query_parameters(spec),
             )
         },
     )
     document = spec.to_dict()
-    for name in ("BusinessUnit", "WorkUnit", "Enrolment"):
+    for name in ("BusinessUnit", "WorkUnit", "Enrolment", "Unit"):
         # The views always write every property (spec §5.2d would allow omitting nulls; there
         # are none), so a client may rely on them and the fuzz test holds the views to it.
         schema = document["components"]["schemas"][name]

@@ -11,10 +11,12 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from markupsafe import Markup, escape
 
+from southrock_api.api.parameters import MAX_LIMIT
 from southrock_api.apidocs.openapi import (
     ENROLMENTS_PATH,
     SERVER_REFUSAL_BODY,
     SERVER_REFUSALS,
+    UNITS_PATH,
     document_for,
     policy_text,
 )
@@ -36,8 +38,51 @@ LANGUAGES = (
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _PLAIN_ROOT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 PLACEHOLDER_ROOT = "https://your_site.southrock.com"
-# Paging parameters are left out of the examples: the examples follow the Link header instead.
-EXAMPLE_SKIPS = frozenset({"start"})
+
+
+@dataclass(frozen=True)
+class ListExample:
+    """How the examples walk one list: what they ask for, what they print, and how to narrow it."""
+
+    query: dict[str, Any]
+    noun: str  # the rows' variable, and the Node.js script's name
+    item: str  # one row's variable
+    columns: tuple[str, ...]  # the properties printed, one row a line
+    note: tuple[str, ...]  # comment lines above the first URL
+    narrow_params: tuple[str, ...] = ()  # how to narrow it, in Python's parameters
+    narrow_url: tuple[str, ...] = ()  # and in the other languages' URL
+
+
+# The examples ask for everything the token sees (no filter that matches nothing on a real site),
+# at the largest page (spec §17.1.2) to spend as few of the site's requests as possible, and
+# follow `next` (spec §12) from there.
+LIST_EXAMPLES = {
+    ENROLMENTS_PATH: ListExample(
+        query={"limit": MAX_LIMIT},
+        noun="enrolments",
+        item="enrolment",
+        columns=("LR_ID", "CRS_CODE", "SCH_AEDATE", "SCH_SCORE"),
+        note=(f"Every completed enrolment the token sees, {MAX_LIMIT} a page.",),
+        narrow_params=(
+            'To narrow it, add "ORGCODES": [...] (ORG_CODEs that GET /api/v1/units lists),',
+            '"SDATE" and "EDATE" ("YYYY-MM-DD") to these parameters.',
+        ),
+        narrow_url=(
+            "To narrow it, add &ORGCODES=CODE for each Work Unit (ORG_CODEs that GET /api/v1/units",
+            "lists), &SDATE=YYYY-MM-DD and &EDATE=YYYY-MM-DD to this URL.",
+        ),
+    ),
+    UNITS_PATH: ListExample(
+        query={"limit": MAX_LIMIT},
+        noun="units",
+        item="unit",
+        columns=("ORG_CODE", "PARENT_ORG_CODE", "ORGGRP_CODE", "ORG_NAME"),
+        note=(
+            f"Every Work Unit the token sees, {MAX_LIMIT} a page. Each ORG_CODE is a code that",
+            "ORGCODES takes in GET /api/v1/enrolments.",
+        ),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -159,30 +204,28 @@ def _responses(document: dict[str, Any], operation: dict[str, Any]) -> list[Resp
     return rows
 
 
-def _example_query(document: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
-    """The documented example value of each query parameter (a list for a repeatable one)."""
-    query: dict[str, Any] = {}
-    for node in operation.get("parameters", []):
-        parameter = resolve_ref(document, node)
-        if parameter["in"] == "query" and "example" in parameter:
-            if parameter["name"] not in EXAMPLE_SKIPS:
-                query[parameter["name"]] = parameter["example"]
-    return query
-
-
-def _examples(base_url: str, path: str, query: dict[str, Any]) -> list[Example]:
-    url = base_url + path + ("?" + urlencode(query, doseq=True) if query else "")
+def _examples(base_url: str, path: str) -> list[Example]:
+    """The examples of one endpoint: a single GET, or a list walked to its last page."""
+    listing = LIST_EXAMPLES.get(path)
+    query = listing.query if listing else {}
     context = {
-        "url": url,
+        "url": base_url + path + ("?" + urlencode(query, doseq=True) if query else ""),
         "path_url": base_url + path,
         # JSON of strings, numbers and lists is also a Python literal.
         "python_params": json.dumps(query),
-        "paged": path == ENROLMENTS_PATH,
+        "paged": listing is not None,
+        "noun": listing.noun if listing else "",
+        "item": listing.item if listing else "",
+        "columns": listing.columns if listing else (),
+        "script": listing.noun if listing else "whoami",
     }
-    return [
-        Example(language, label, render_template(template, **context).strip() + "\n")
-        for language, label, template in LANGUAGES
-    ]
+    examples = []
+    for language, label, template in LANGUAGES:
+        narrow = (listing.narrow_params if language == "python" else listing.narrow_url) if listing else ()
+        note = (*listing.note, *narrow) if listing else ()
+        code = render_template(template, narrow=note, **context)
+        examples.append(Example(language, label, code.strip() + "\n"))
+    return examples
 
 
 def endpoints(document: dict[str, Any], base_url: str) -> list[Endpoint]:
@@ -202,7 +245,7 @@ def endpoints(document: dict[str, Any], base_url: str) -> list[Endpoint]:
                     note=item.get("description", ""),
                     parameters=_parameters(document, operation),
                     responses=_responses(document, operation),
-                    examples=_examples(base_url, path, _example_query(document, operation)),
+                    examples=_examples(base_url, path),
                 )
             )
     return rows

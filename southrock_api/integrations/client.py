@@ -8,7 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -114,22 +114,49 @@ def _text(value: object) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class UnitRecord:
+    """One work unit the token sees (GET /api/v1/units); its org_code is a value for `orgcodes`."""
+
+    org_code: str
+    org_name: str
+    orggrp_code: str
+    # None at the top of what the token sees (spec §5.2d: a null property may also be absent).
+    parent_org_code: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UnitRecord:
+        """Parse one element of the units array."""
+        return cls(
+            org_code=data["ORG_CODE"],
+            org_name=data.get("ORG_NAME") or "",
+            orggrp_code=data.get("ORGGRP_CODE") or "",
+            parent_org_code=data.get("PARENT_ORG_CODE"),
+        )
+
+
 class DataChanged(SouthrockApiError):
     """The site's data changed while its pages were being read: pages before and after may overlap or miss rows."""
 
 
-class EnrolmentStream:
-    """The enrolments of one query, fetched page by page; `total` is known after the first page.
+Row = TypeVar("Row")
+
+
+class PageStream(Generic[Row]):
+    """The rows of one list query, fetched page by page (spec §12); `total` is known after the first page.
 
     Raises DataChanged when a later page reports another X-Data-Version than the first: an
     import ran in between, so rows may have moved between pages; read the query again.
     """
 
-    def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any]) -> None:
+    def __init__(
+        self, client: SouthrockClient, url: str, params: dict[str, Any], parse: Callable[[dict[str, Any]], Row]
+    ) -> None:
         self._client = client
         self._next_url: str | None = url
         self._params: dict[str, Any] | None = params
-        self._buffer: deque[EnrolmentRecord] = deque()
+        self._parse = parse
+        self._buffer: deque[Row] = deque()
         self._total: int | None = None
         self._version: str | None = None
 
@@ -140,10 +167,10 @@ class EnrolmentStream:
             self._fetch()
         return self._total or 0
 
-    def __iter__(self) -> Iterator[EnrolmentRecord]:
+    def __iter__(self) -> Iterator[Row]:
         return self
 
-    def __next__(self) -> EnrolmentRecord:
+    def __next__(self) -> Row:
         while not self._buffer:
             if self._next_url is None:
                 raise StopIteration
@@ -166,12 +193,19 @@ class EnrolmentStream:
             if total is not None:
                 self._total = int(total)
             rows = response.json()
-            self._buffer.extend(EnrolmentRecord.from_json(row) for row in rows)
+            self._buffer.extend(self._parse(row) for row in rows)
         except (ValueError, TypeError, KeyError, AttributeError):
             raise _not_the_api(response) from None
         # spec §12: no next link means the end has been reached.
         link = response.links.get("next", {}).get("url")
         self._next_url = self._client._on_our_origin(link) if link else None
+
+
+class EnrolmentStream(PageStream[EnrolmentRecord]):
+    """The enrolments of one query (spec §17), fetched page by page."""
+
+    def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any]) -> None:
+        super().__init__(client, url, params, EnrolmentRecord.from_json)
 
 
 class SouthrockClient:
@@ -226,6 +260,12 @@ class SouthrockClient:
             return dict(response.json())
         except (ValueError, TypeError):
             raise _not_the_api(response) from None
+
+    def iter_units(self, page_size: int = MAX_PAGE_SIZE) -> PageStream[UnitRecord]:
+        """Return the work units the token sees, in code order, as a lazily paged stream of records."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        return PageStream(self, self.api_url + "/units", {"limit": page_size}, UnitRecord.from_json)
 
     def iter_enrolments(
         self,
