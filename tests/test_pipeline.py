@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
@@ -79,7 +80,7 @@ def test_the_entity_tag_ignores_order_and_the_cursor_and_a_bad_query_has_none() 
     assert tag(b"limit=0") is None
 
 
-def test_the_last_used_write_is_scheduled_at_most_once_a_minute(app) -> None:  # type: ignore[no-untyped-def]
+def test_the_last_used_write_is_scheduled_at_most_once_a_minute(app: Flask) -> None:
     from southrock_api.api.auth import TokenCache
     from southrock_api.data.db import EMPTY, get_database
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from southrock_api import create_app
-from southrock_api.api.auth import TokenCache, authenticate, parse_basic
+from southrock_api.api.auth import TokenCache, authenticate, parse_basic, record_last_used
 from southrock_api.data.db import bump_data_version, bump_tokens_version, read_versions
 from southrock_api.api.errors import ApiError
 from southrock_api.data.models import ApiToken
@@ -125,6 +125,17 @@ def test_last_used_is_recorded_after_a_successful_request(api: ApiClient, sessio
     session.expire_all()
     row = session.scalar(select(ApiToken).where(ApiToken.public_key == bu_token.public_key))
     assert row is not None and row.last_used_at is not None
+
+
+def test_the_last_used_write_restores_the_connections_busy_wait(session: Session, bu_token: IssuedToken, backend: str) -> None:
+    """On SQLite the write waits 50 ms at most, then the connection's own busy wait is back."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's busy wait")
+    session.execute(text("PRAGMA busy_timeout=3000"))
+    token = session.scalar(select(ApiToken).where(ApiToken.public_key == bu_token.public_key))
+    assert token is not None
+    record_last_used(session, token.id, dt.datetime.now(dt.timezone.utc))
+    assert session.execute(text("PRAGMA busy_timeout")).scalar_one() == 3000
 
 
 def test_unknown_public_key_takes_the_same_comparison_path(

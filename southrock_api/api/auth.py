@@ -177,8 +177,11 @@ def needs_last_used(principal: Principal, now: dt.datetime) -> bool:
 
 def record_last_used(session: Session, token_id: int, now: dt.datetime) -> None:
     """Write the token's last-used time; never waits on a busy database."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    # The connection's own busy wait (SOUTHROCK_DATABASE_TIMEOUT), restored after the write.
+    busy = int(session.execute(text("PRAGMA busy_timeout")).scalar_one()) if sqlite else 0
     try:
-        if session.get_bind().dialect.name == "sqlite":
+        if sqlite:
             # An import may hold the write lock for a while; last-used can wait a minute.
             session.execute(text("PRAGMA busy_timeout=50"))
         session.execute(
@@ -197,5 +200,5 @@ def record_last_used(session: Session, token_id: int, now: dt.datetime) -> None:
         session.rollback()
         log.info("last-used time not recorded: database busy")
     finally:
-        if session.get_bind().dialect.name == "sqlite":
-            session.execute(text("PRAGMA busy_timeout=10000"))
+        if sqlite:
+            session.execute(text(f"PRAGMA busy_timeout={busy}"))
