@@ -1,4 +1,8 @@
-"""`southrock export`: the Completed Training Summary from a Southrock site, as CSV or JSON Lines."""
+"""`southrock export`: the Completed Training Summary from a Southrock site, as CSV or JSON Lines.
+
+The same command is `southrock-export` (and `python -m southrock_api.integrations.export`), which
+needs only requests and click: nothing here may import the server's packages (Flask, SQLAlchemy, …).
+"""
 
 from __future__ import annotations
 
@@ -194,3 +198,11 @@ def export_command(
         raise click.ClickException(f"export failed, {output} not written: {error}") from None
     click.echo(f"wrote {count} enrolments to {output}")
 
+
+def main() -> None:
+    """Run the export on its own (`southrock-export`), without the server's packages."""
+    export_command()
+
+
+if __name__ == "__main__":
+    main()
