@@ -131,7 +131,7 @@ def test_the_export_works_without_the_servers_packages(site: tuple[str, str, str
     url, public_key, private_key = site
     output = tmp_path / "summary.csv"
     # A server setting that cannot work is none of the export's business.
-    env = {"SOUTHROCK_EXPORT_PUBLIC_KEY": public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
+    env = {"SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
     code = f"sys.argv[0] = 'southrock-export'\ntry:\n    {entry}\nexcept SystemExit as end:\n    assert end.code in (0, None), end.code\n"
     result = run_alone(code, "--url", url, "--output", str(output), "--sdate", "2025-03-03", "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
@@ -146,7 +146,7 @@ def test_southrock_export_reads_none_of_the_servers_settings(site: tuple[str, st
     url, public_key, private_key = site
     output = tmp_path / "summary.jsonl"
     environment = {name: value for name, value in os.environ.items() if not name.startswith("SOUTHROCK_")}
-    env = {**environment, "SOUTHROCK_EXPORT_PUBLIC_KEY": public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
+    env = {**environment, "SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
     southrock = str(Path(sys.executable).with_name("southrock"))
     command = [southrock, "export", "--url", url, "--output", str(output), "--format", "jsonl", "--no-progress"]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
