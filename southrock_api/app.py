@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from southrock_api import api, config
+from southrock_api import api, config, installation
 from southrock_api.admin import cli
 from southrock_api.apidocs import page
 from southrock_api.data import db
@@ -15,14 +15,13 @@ from southrock_api.data import db
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: defaults, then instance/config.py, then SOUTHROCK_* env."""
-    # The instance folder holds the SQLite files and config.py. Flask's default is beside the
-    # package, which for an installed (not editable) package is inside the virtualenv: a
-    # deployment names a folder that outlives its releases.
-    instance = os.environ.get("SOUTHROCK_INSTANCE_PATH")
+    # The server and every command run the same code on the same instance folder (config.py,
+    # the SQLite files), or refuse to start: see installation.py.
+    installation.check_running_copy()
     app = Flask(
         "southrock_api",
         instance_relative_config=True,
-        instance_path=os.path.abspath(instance) if instance else None,
+        instance_path=installation.instance_path(),
         static_folder=None,  # the /docs page serves its own (apidocs/static)
     )
     # Private when this creates it: the SQLite files in it hold learners' personal data.
