@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -16,92 +11,20 @@ import psycopg
 import pytest
 import requests
 
-from tests import databases
 from tests.fake_rtopilot import running
-from tests.servers import ROOT, gunicorn
+from tests.guide import Names, documented_postgres, southrock
+from tests.servers import gunicorn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.slow]
 
-SOUTHROCK = str(Path(sys.executable).with_name("southrock"))
-GUIDE = ROOT / "docs" / "deployment.md"
 RTOPILOT_KEY = "rtop_" + "0123456789abcdef" * 4
-
-
-def documented_setup() -> tuple[str, str]:
-    """The guide's SQL block for the database and its roles, and its statement for the counters' database."""
-    text = GUIDE.read_text(encoding="utf-8")
-    [block] = [block for block in re.findall(r"```sql\n(.*?)```", text, re.DOTALL) if "CREATE ROLE southrock_owner" in block]
-    [counters] = re.findall(r"CREATE DATABASE southrock_ratelimit OWNER southrock_app;", text)
-    return block, counters
-
-
-class Names:
-    """The guide's names made unique to this run: roles are shared by every database of the server."""
-
-    def __init__(self) -> None:
-        suffix = uuid.uuid4().hex[:10]
-        self.owner, self.app, self.database, self.counters = (f"{name}_{suffix}" for name in ("sr_owner", "sr_app", "sr_db", "sr_rl"))
-
-    def apply(self, sql: str) -> str:
-        """The SQL with the guide's names replaced by these."""
-        for guide, ours in (("southrock_owner", self.owner), ("southrock_app", self.app), ("southrock_ratelimit", self.counters)):
-            sql = sql.replace(guide, ours)
-        return re.sub(r"\bsouthrock\b", self.database, sql)
-
-    def url(self, role: str, database: str | None = None) -> str:
-        """A SQLAlchemy URL logging in as role (the test server trusts local connections: no password)."""
-        host = databases.POSTGRES_ADMIN_URL.split("@", 1)[1].rsplit("/", 1)[0]
-        return f"postgresql+psycopg://{role}@{host}/{database or self.database}"
-
-
-def run_as_superuser(sql: str) -> None:
-    """Run a psql script of plain statements, `\\connect` and `\\password` (skipped: the test server trusts local logins)."""
-    base = databases.POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    connection = psycopg.connect(databases.POSTGRES_ADMIN_URL, autocommit=True)
-    statement: list[str] = []
-    try:
-        for line in sql.splitlines():
-            if line.startswith("\\connect "):
-                connection.close()
-                connection = psycopg.connect(f"{base}/{line.split()[1]}", autocommit=True)
-            elif line.startswith("\\password ") or line.startswith("--") or not line.strip():
-                continue
-            else:
-                statement.append(line)
-                if line.rstrip().endswith(";"):
-                    connection.execute("\n".join(statement))
-                    statement = []
-        assert not statement, statement
-    finally:
-        connection.close()
 
 
 @pytest.fixture()
 def names() -> Iterator[Names]:
     """The guide's database and roles, created as it says; dropped afterwards."""
-    if not databases.postgres_available():
-        if databases.REQUIRE_SERVICES:
-            pytest.fail("PostgreSQL is not reachable at " + databases.POSTGRES_ADMIN_URL)
-        pytest.skip("PostgreSQL is not reachable at " + databases.POSTGRES_ADMIN_URL)
-    setup, counters = documented_setup()
-    names = Names()
-    try:
-        run_as_superuser(names.apply(setup))
-        run_as_superuser(names.apply(counters))
+    with documented_postgres() as names:
         yield names
-    finally:
-        with psycopg.connect(databases.POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            for database in (names.database, names.counters):
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            for role in (names.app, names.owner):
-                admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-
-
-def southrock(names: Names, tmp_path: Path, role: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    """Run a `southrock` command logged in as role."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SOUTHROCK_")}
-    env.update({"SOUTHROCK_INSTANCE_PATH": str(tmp_path), "SOUTHROCK_DATABASE_URL": names.url(role), "SOUTHROCK_RATELIMIT_STORAGE_URI": "memory://", **settings})
-    return subprocess.run([SOUTHROCK, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_documented_roles_migrate_import_administer_and_serve(names: Names, tmp_path: Path) -> None:
@@ -139,7 +62,7 @@ def test_the_documented_roles_migrate_import_administer_and_serve(names: Names, 
         assert [page.status_code for page in pages] == [200, 200]
         assert [int(page.headers["X-Rate-Limit-Remaining"]) for page in pages] == [59, 58]
         assert len(pages[0].json()) == 5
-        with psycopg.connect(names.url(names.owner).replace("+psycopg", "")) as owner:
+        with psycopg.connect(names.url(names.owner, driver="")) as owner:
             deadline = time.monotonic() + 10
             while owner.execute("SELECT count(*) FROM api_tokens WHERE last_used_at IS NOT NULL").fetchone() != (1,):
                 assert time.monotonic() < deadline, "the token's last use was never recorded"
@@ -153,6 +76,6 @@ def test_the_documented_roles_migrate_import_administer_and_serve(names: Names, 
 )
 def test_the_applications_role_can_change_nothing_but_rows(names: Names, tmp_path: Path, statement: str) -> None:
     assert southrock(names, tmp_path, names.owner, "db", "upgrade").returncode == 0
-    with psycopg.connect(names.url(names.app).replace("+psycopg", "")) as connection:
+    with psycopg.connect(names.url(names.app, driver="")) as connection:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             connection.execute(statement)
