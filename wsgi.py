@@ -1,8 +1,5 @@
-"""WSGI entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+"""From a checkout (`make serve`, the tests): `gunicorn -c gunicorn.conf.py wsgi:app`; an installed release serves southrock_api.wsgi:app."""
 
-from southrock_api import create_app
-from southrock_api.data import migrations
+from southrock_api.wsgi import app
 
-app = create_app()
-# Said in the log at once, rather than in every API request's E9010.
-migrations.warn_if_not_migrated(app)
+__all__ = ["app"]

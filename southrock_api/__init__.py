@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from southrock_api.app import create_app
 
-from southrock_api import api, config
-from southrock_api.admin import cli
-from southrock_api.apidocs import page
-from southrock_api.data import db
+__all__ = ["create_app"]
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the application: defaults, then instance/config.py, then SOUTHROCK_* env."""
-    # The instance folder holds the SQLite files and config.py. Flask's default is beside the
-    # package, which for an installed (not editable) package is inside the virtualenv: a
-    # deployment names a folder that outlives its releases.
-    instance = os.environ.get("SOUTHROCK_INSTANCE_PATH")
-    app = Flask(
-        __name__,
-        instance_relative_config=True,
-        instance_path=os.path.abspath(instance) if instance else None,
-        static_folder=None,  # the /docs page serves its own (apidocs/static)
-    )
-    # Private when this creates it: the SQLite files in it hold learners' personal data.
-    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
-    _configure(app, test_config)
-    db.init_app(app)
-    api.init_app(app)
-    page.init_app(app)
-    cli.init_app(app)
-    return app
+def __getattr__(name: str) -> Any:
+    """Import create_app (and with it Flask) only when asked for it.
 
+    The client and `southrock-export` (integrations/) import this package too, and an integrator
+    installs them without the server's packages (README, Integrations).
+    """
+    if name == "create_app":
+        from southrock_api.app import create_app
 
-def _configure(app: Flask, test_config: Mapping[str, Any] | None) -> None:
-    """Load and check the settings; set what the spec fixes about URLs, methods and JSON."""
-    app.config.from_mapping(config.defaults(app.instance_path))
-    if test_config is None:
-        app.config.from_pyfile("config.py", silent=True)
-        app.config.from_prefixed_env("SOUTHROCK")
-    else:
-        app.config.from_mapping(test_config)
-    for name in config.FLAGS:
-        app.config[name] = config.flag(name, app.config[name])
-    config.check(app.config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    # An API answers its own URLs or a JSON error; it never redirects `//` to `/`.
-    app.url_map.merge_slashes = False
-    # spec §18: unsupported methods, OPTIONS included, are E2030 rather than an automatic answer.
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # spec §10: UTF-8 on the wire
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

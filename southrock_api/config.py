@@ -126,6 +126,10 @@ def _check_database_url(text: str) -> None:
         raise ConfigError(f"SOUTHROCK_DATABASE_URL is not a database URL this application can use: {usable}") from None
     if url.get_backend_name() not in _DATABASES:
         raise ConfigError(f"SOUTHROCK_DATABASE_URL names a database this application does not support: {usable}")
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:") and not os.path.isabs(database):
+        # Each command would open another file, in whatever directory it was started in.
+        raise ConfigError(f"SOUTHROCK_DATABASE_URL: a SQLite file's path must be absolute, as in {usable.rpartition(' or ')[2]}")
     if "@" in (url.host or ""):
         # An unencoded @ in the password: the rest of it would be taken for the host, and repeated
         # in every connection error.

@@ -70,14 +70,16 @@ def gunicorn(
     port: int | None = None,
     log_path: Path | None = None,
     extra_args: tuple[str, ...] = (),
+    cwd: Path = ROOT,
+    application: str = "wsgi:app",
 ) -> Iterator[str]:
-    """Run `gunicorn -c gunicorn.conf.py wsgi:app` with SOUTHROCK_* env; yield its base URL."""
+    """Run `gunicorn -c gunicorn.conf.py wsgi:app` (in the checkout, by default) with SOUTHROCK_* env; yield its base URL."""
     port = port or free_port()
     full_env = {**os.environ, **env, "SOUTHROCK_BIND": f"127.0.0.1:{port}", "SOUTHROCK_WORKERS": str(workers)}
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), *extra_args, "wsgi:app"],
-        cwd=ROOT,
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), *extra_args, application],
+        cwd=cwd,
         env=full_env,
         stdout=log,
         stderr=log,

@@ -85,3 +85,19 @@ def test_demo_data_output_writes_the_csvs_without_importing(runner: FlaskCliRunn
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(FILES)
     assert session.scalar(select(func.count()).select_from(Enrolment)) == 0
+
+
+def test_the_readmes_export_example_finds_rows_in_the_demo_data(tmp_path: Path) -> None:
+    """The example is tried against `make serve` (demo-setup: 5000 enrolments, seed 1); an empty file would teach nothing."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [example] = [line.split() for line in readme.splitlines() if line.startswith("southrock export ")]
+    options = dict(zip(example[2::2], example[3::2]))
+    assert options["--url"] == "http://127.0.0.1:8000"  # where make serve listens
+    write_demo_csvs(tmp_path, enrolments=5000, seed=1)
+    completed = [
+        row["SCH_AEDATE"]
+        for row in read_rows(tmp_path / "enrolments.csv")
+        if row["SCH_STATUS"] == "COMPLETED"
+        and options.get("--sdate", "0000-00-00") <= row["SCH_AEDATE"] <= options.get("--edate", "9999-12-31")
+    ]
+    assert len(completed) >= 100

@@ -46,7 +46,7 @@ class Site:
 
     def env(self) -> dict[str, str]:
         """The environment an operator would set for the export."""
-        return {"SOUTHROCK_EXPORT_PUBLIC_KEY": self.public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": self.private_key}
+        return {"SOUTHROCK_PUBLIC_KEY": self.public_key, "SOUTHROCK_PRIVATE_KEY": self.private_key}
 
     def api_rows(self, **params: str) -> list[dict[str, str]]:
         """The rows exactly as the API sends them, for comparison."""
@@ -165,18 +165,46 @@ def test_a_private_key_on_the_command_line_works_but_is_warned_about(site: Site,
 
 def test_the_private_key_is_read_from_the_named_variable(site: Site, tmp_path: Path) -> None:
     output = tmp_path / "named.csv"
-    env = {"SOUTHROCK_EXPORT_PUBLIC_KEY": site.public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": "", "MY_KEY": site.private_key}
+    env = {"SOUTHROCK_PUBLIC_KEY": site.public_key, "SOUTHROCK_PRIVATE_KEY": "", "MY_KEY": site.private_key}
     missing = export(site, "--output", str(output), env=env)
-    assert missing.exit_code == 2 and "SOUTHROCK_EXPORT_PRIVATE_KEY" in missing.output
+    assert missing.exit_code == 2 and "SOUTHROCK_PRIVATE_KEY" in missing.output
     assert not output.exists()
     named = export(site, "--private-key-env", "MY_KEY", "--output", str(output), env=env)
     assert named.exit_code == 0, named.output
     assert "warning" not in named.output
 
 
+def test_the_keys_deprecated_names_still_work_with_one_warning(site: Site, tmp_path: Path) -> None:
+    """SOUTHROCK_EXPORT_PUBLIC_KEY/_PRIVATE_KEY were the export's own names; SOUTHROCK_PUBLIC_KEY/_PRIVATE_KEY are everyone's."""
+    output = tmp_path / "old.csv"
+    old = {"SOUTHROCK_EXPORT_PUBLIC_KEY": site.public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": site.private_key}
+    result = export(site, "--output", str(output), env=old)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "warning: SOUTHROCK_EXPORT_PUBLIC_KEY and SOUTHROCK_EXPORT_PRIVATE_KEY are deprecated names; "
+        "set SOUTHROCK_PUBLIC_KEY and SOUTHROCK_PRIVATE_KEY instead\n"
+    )
+    assert f"wrote {ROWS} enrolments" in result.stdout
+    one = export(site, "--output", str(output), env={"SOUTHROCK_PUBLIC_KEY": site.public_key, "SOUTHROCK_EXPORT_PRIVATE_KEY": site.private_key})
+    assert one.exit_code == 0, one.output
+    assert one.stderr == "warning: SOUTHROCK_EXPORT_PRIVATE_KEY is a deprecated name; set SOUTHROCK_PRIVATE_KEY instead\n"
+    # The new names win, silently: the old ones may linger in an environment file.
+    stale = {"SOUTHROCK_EXPORT_PUBLIC_KEY": "srpk_stale", "SOUTHROCK_EXPORT_PRIVATE_KEY": "srsk_stale"}
+    both = export(site, "--output", str(output), env={**stale, **site.env()})
+    assert both.exit_code == 0, both.output
+    assert both.stderr == ""
+
+
+def test_a_missing_public_key_names_the_variable(tmp_path: Path) -> None:
+    env: dict[str, str | None] = {"SOUTHROCK_PUBLIC_KEY": None, "SOUTHROCK_EXPORT_PUBLIC_KEY": None, "SOUTHROCK_PRIVATE_KEY": "srsk_x"}
+    result = CliRunner().invoke(export_command, ["--url", "https://yoursite.southrock.com", "--output", str(tmp_path / "x.csv")], env=env)
+    assert result.exit_code == 2
+    assert "--public-key or the environment variable SOUTHROCK_PUBLIC_KEY" in result.output
+
+
 def test_a_plain_http_url_is_refused_before_any_request(tmp_path: Path) -> None:
     output = tmp_path / "summary.csv"
-    env = {"SOUTHROCK_EXPORT_PUBLIC_KEY": "public", "SOUTHROCK_EXPORT_PRIVATE_KEY": "private"}
+    env = {"SOUTHROCK_PUBLIC_KEY": "public", "SOUTHROCK_PRIVATE_KEY": "private"}
     result = CliRunner().invoke(export_command, ["--url", "http://yoursite.southrock.com", "--output", str(output)], env=env)
     assert result.exit_code == 2 and "https://" in result.output
     assert not output.exists() and leftovers(tmp_path) == []
@@ -195,7 +223,7 @@ def test_a_failed_export_leaves_the_previous_file_untouched(
 ) -> None:
     output = tmp_path / "summary.csv"
     output.write_text("last week's export\n", encoding="utf-8")
-    env = {**site.env(), **({"SOUTHROCK_EXPORT_PRIVATE_KEY": private_key} if private_key else {})}
+    env = {**site.env(), **({"SOUTHROCK_PRIVATE_KEY": private_key} if private_key else {})}
     result = export(site, "--output", str(output), *args, env=env)
     assert result.exit_code == 1
     assert code in result.output and "not written" in result.output

@@ -88,6 +88,23 @@ def test_trusted_hosts_refuse_other_host_names_before_authentication(app_with: C
     assert int(other.headers["X-Rate-Limit-Remaining"]) == left
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:8001", "10.0.4.17", "evil.example", "bad host<>"])
+def test_health_probes_answer_whatever_the_host_and_nothing_else_does(app_with: Callable[..., Flask], authorization: str, host: str) -> None:
+    """A load balancer probes each backend by its address; /docs and /openapi.json build URLs from the host."""
+    client = app_with(TRUSTED_HOSTS="api.acme.example").test_client()
+    for path in ("/healthz", "/readyz"):
+        for method in (client.get, client.head):
+            assert method(path, headers={"Host": host}).status_code == 200, (path, method)
+    assert client.get("/healthz", headers={"Host": host}).get_json() == {"status": "ok"}
+    assert client.get("/readyz", headers={"Host": host}).get_json()["status"] == "ok"
+    for path in ("/api/v1", "/api/v1/enrolments", "/docs", "/openapi.json", "/healthz/", "//healthz", "/nothing"):
+        refused = client.get(path, headers={"Authorization": authorization, "Host": host})
+        assert refused.status_code == 404, path
+        assert refused.get_json()["error"]["code"] == "E2020", path
+    for path in ("/docs", "/openapi.json"):
+        assert client.get(path, headers={"Host": "api.acme.example"}).status_code == 200
+
+
 def test_trusted_hosts_ignore_letter_case(app_with: Callable[..., Flask], authorization: str) -> None:
     client = app_with(TRUSTED_HOSTS="API.Acme.Example").test_client()
     response = client.get("/api/v1/enrolments?limit=1", headers={"Authorization": authorization, "Host": "Api.ACME.example"})

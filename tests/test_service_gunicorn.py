@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import os
 import runpy
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +24,7 @@ from southrock_api.data.db import get_database
 from southrock_api.api.ratelimit import get_limiter
 from southrock_api.api.ratelimit_store import SQLStorage
 from tests import databases
-from tests.servers import ROOT, dispose, gunicorn, seeded_token
+from tests.servers import ROOT, dispose, free_port, gunicorn, seeded_token
 
 CONFIG = ROOT / "gunicorn.conf.py"
 
@@ -197,3 +199,31 @@ def test_an_in_memory_sqlite_database_creates_no_file(tmp_path: Path, monkeypatc
     make_engine("sqlite:///:memory:").dispose()
     make_engine("sqlite://").dispose()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("SOUTHROCK_RATE_LIMIT", "60 per minit", "SOUTHROCK_RATE_LIMIT: '60 per minit' is not one rate limit such as '60 per minute'"),
+        ("SOUTHROCK_REQUIRE_HTTPS", "ture", "SOUTHROCK_REQUIRE_HTTPS must be true or false, not 'ture'"),
+        ("SOUTHROCK_DATABASE_URL", "postgres://admin:hunter2@db.internal/lms", "SOUTHROCK_DATABASE_URL is not a database URL this application can use"),
+        ("SOUTHROCK_RATELIMIT_STORAGE_URI", "redsi://:hunter2@cache.internal:6379/0", "SOUTHROCK_RATELIMIT_STORAGE_URI: no store for 'redsi' URIs"),
+        ("SOUTHROCK_TRUSTED_HOSTS", "https://lms.example.edu", "SOUTHROCK_TRUSTED_HOSTS: 'https://lms.example.edu' is not a host name"),
+        ("SOUTHROCK_WORKERS", "four", "Error: SOUTHROCK_WORKERS: 'four' is not a whole number of at least 1"),
+        ("SOUTHROCK_TIMEOUT", "-1", "Error: SOUTHROCK_TIMEOUT: '-1' is not a whole number of at least 0"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_gunicorn_with_one_line(tmp_path: Path, setting: str, value: str, says: str) -> None:
+    """Checked once in the master, before any worker: not a traceback per worker and `Worker failed to boot`."""
+    env = {name: text for name, text in os.environ.items() if not name.startswith("SOUTHROCK_")}
+    env.update({"SOUTHROCK_INSTANCE_PATH": str(tmp_path), "SOUTHROCK_BIND": f"127.0.0.1:{free_port()}", setting: value})
+    pidfile = tmp_path / "gunicorn.pid"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "--pid", str(pidfile), "wsgi:app"]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78  # sysexits.h's EX_CONFIG: systemd is told not to restart in a loop
+    # gunicorn says it is starting, then the one line; nothing else, no worker ever started.
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "[INFO] Starting gunicorn" not in line]
+    assert len(lines) == 1 and says in lines[0], result.stdout + result.stderr
+    assert "hunter2" not in lines[0]
+    assert not pidfile.exists()

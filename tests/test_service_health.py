@@ -120,3 +120,27 @@ def test_readyz_is_503_until_the_database_is_migrated_to_this_release(backend: s
             assert client.get("/readyz").status_code == 200
         finally:
             dispose(app)
+
+
+@pytest.mark.e2e
+def test_probes_on_a_backend_address_answer_whatever_the_trusted_hosts(backend: str, tmp_path: Path) -> None:
+    """nginx and load balancers probe http://127.0.0.1:8001/healthz; the API and /docs still refuse that host."""
+    with databases.fresh_database(backend, tmp_path) as database_url:
+        issued = seeded_token(database_url)
+        env = {
+            "SOUTHROCK_DATABASE_URL": database_url,
+            "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
+            "SOUTHROCK_TRUSTED_HOSTS": "lms.example.edu",
+        }
+        # gunicorn() itself waits for /healthz on 127.0.0.1: it would never become ready otherwise.
+        with gunicorn(env, workers=1) as base_url:
+            assert requests.get(base_url + "/healthz", timeout=10).json() == {"status": "ok"}
+            assert requests.get(base_url + "/readyz", timeout=10).json()["status"] == "ok"
+            headers = {"Authorization": issued.authorization}
+            for path in ("/api/v1", "/docs", "/openapi.json"):
+                refused = requests.get(base_url + path, headers=headers, timeout=10)
+                assert refused.status_code == 404, path
+                assert refused.json()["error"] == {"message": "Endpoint not supported: unknown host name", "code": "E2020"}
+            named = {**headers, "Host": "lms.example.edu"}
+            for path in ("/api/v1", "/docs", "/openapi.json", "/healthz"):
+                assert requests.get(base_url + path, headers=named, timeout=10).status_code == 200, path

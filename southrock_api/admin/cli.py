@@ -1,4 +1,7 @@
-"""The `southrock` command: db, import, demo-data, demo-setup and tokens are defined here; export and rtopilot come from integrations/."""
+"""The `southrock` command: db, import, demo-data, demo-setup and tokens are defined here; export and rtopilot come from integrations/.
+
+The console script is southrock_api.admin:main, which says what to install when Flask is missing.
+"""
 
 from __future__ import annotations
 
@@ -311,12 +314,11 @@ def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI."""
     for command in (db_group, import_command, demo_data_command, demo_setup_command, tokens_group):
         app.cli.add_command(command)
-    app.cli.add_command(export.export_command)
     app.cli.add_command(rtopilot.rtopilot_group)
 
 
 def _create_app() -> Flask:
-    from southrock_api import create_app
+    from southrock_api.app import create_app
 
     app = create_app()
     # Commands are not requests: an import's statements may run for minutes (docs/deployment.md).
@@ -357,9 +359,10 @@ class SouthrockGroup(FlaskGroup):
         try:
             ctx.ensure_object(ScriptInfo).load_app()
         except ConfigError as error:
-            # Flask would print the traceback above the help; the commands would all fail anyway.
+            # Flask would print the traceback above the help; the application's commands would all
+            # fail anyway. export reads no setting of the server's: it works still.
             click.echo(f"Error: {error}", err=True)
-            return []
+            return sorted(self.commands)
         return [name for name in super().list_commands(ctx) if name not in _PLUGGED_IN]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
@@ -386,3 +389,8 @@ def database_problem(error: Exception, command_timeout: float) -> str:
 @click.group(cls=SouthrockGroup, create_app=_create_app, add_version_option=False, add_default_commands=False)
 def main() -> None:
     """Southrock LMS Enrolment API administration."""
+
+
+# The group's own, not the application's: an export reads none of the server's settings, so it
+# needs neither a valid configuration nor an instance folder.
+main.add_command(export.export_command)

@@ -1,5 +1,5 @@
 """Believe X-Forwarded-* only from configured proxies (spec §8: URLs we generate say https), and
-answer only to the configured host names."""
+answer only to the configured host names (the health probes excepted)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ipaddress
 import re
 from typing import Any, Callable, Iterable
 
-from flask import Flask
+from flask import Flask, Request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from southrock_api.config import ConfigError
@@ -16,6 +16,26 @@ from southrock_api.config import ConfigError
 TRUSTED_PEER = "southrock.trusted_proxy"
 _HOST_HEADERS = ("HTTP_HOST", "HTTP_X_FORWARDED_HOST")
 _HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\.?", re.IGNORECASE)
+# Answered whatever the Host: a load balancer probes each backend by its address, and they build
+# no URL from it. /docs and /openapi.json do (their examples and server URL), so they are not here.
+ANY_HOST_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class HostCheckedRequest(Request):
+    """Flask's request, whose Host must be one of TRUSTED_HOSTS except on the health probes' paths."""
+
+    _trusted_hosts: list[str] | None = None
+
+    # Flask sets trusted_hosts from TRUSTED_HOSTS and then checks the Host against it, before
+    # routing, for every request: a probe's request reads None here, which trusts any host.
+    @property
+    def trusted_hosts(self) -> list[str] | None:
+        """TRUSTED_HOSTS, or None (any host) on a health probe's path."""
+        return None if self.environ.get("PATH_INFO") in ANY_HOST_PATHS else self._trusted_hosts
+
+    @trusted_hosts.setter
+    def trusted_hosts(self, value: list[str] | None) -> None:
+        self._trusted_hosts = value
 
 
 class TrustedProxyFix:
@@ -77,6 +97,8 @@ def host_names(value: object) -> list[str] | None:
 
 def init_app(app: Flask) -> None:
     """Wrap the WSGI app so forwarded headers count only from TRUSTED_PROXIES; check TRUSTED_HOSTS."""
-    # Flask refuses any other Host (after ProxyFix, so the forwarded one) before routing.
+    # Flask refuses any other Host (after ProxyFix, so the forwarded one) before routing, except
+    # on the probes' paths (HostCheckedRequest).
     app.config["TRUSTED_HOSTS"] = host_names(app.config["TRUSTED_HOSTS"])
+    app.request_class = HostCheckedRequest
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, str(app.config["TRUSTED_PROXIES"]))  # type: ignore[method-assign]

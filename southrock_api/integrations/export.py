@@ -1,4 +1,8 @@
-"""`southrock export`: the Completed Training Summary from a Southrock site, as CSV or JSON Lines."""
+"""`southrock export`: the Completed Training Summary from a Southrock site, as CSV or JSON Lines.
+
+The same command is `southrock-export` (and `python -m southrock_api.integrations.export`), which
+needs only requests and click: nothing here may import the server's packages (Flask, SQLAlchemy, …).
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,11 @@ from southrock_api.integrations.client import (
     SouthrockClient,
 )
 
-PUBLIC_KEY_ENV = "SOUTHROCK_EXPORT_PUBLIC_KEY"
-PRIVATE_KEY_ENV = "SOUTHROCK_EXPORT_PRIVATE_KEY"
+# The names /docs's examples and the client's use too: one pair of variables for every tool.
+PUBLIC_KEY_ENV = "SOUTHROCK_PUBLIC_KEY"
+PRIVATE_KEY_ENV = "SOUTHROCK_PRIVATE_KEY"
+# Their names before: still read when the new one is unset, with a warning (README, Configuration).
+DEPRECATED_ENV = {PUBLIC_KEY_ENV: "SOUTHROCK_EXPORT_PUBLIC_KEY", PRIVATE_KEY_ENV: "SOUTHROCK_EXPORT_PRIVATE_KEY"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # An import during the export moves rows between pages: the export starts again, this many times at most.
@@ -111,7 +118,30 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _private_key(private_key: str | None, private_key_env: str) -> str:
+def _from_deprecated(name: str, used: list[str]) -> str | None:
+    """The value of name's deprecated alias, noting in used that it was read."""
+    value = os.environ.get(DEPRECATED_ENV[name])
+    if value:
+        used.append(name)
+    return value or None
+
+
+def _warn_deprecated(used: list[str]) -> None:
+    # One line for both names: the export runs unattended, and its log should stay short.
+    if used:
+        old = " and ".join(DEPRECATED_ENV[name] for name in used)
+        what = "is a deprecated name" if len(used) == 1 else "are deprecated names"
+        click.echo(f"warning: {old} {what}; set {' and '.join(used)} instead", err=True)
+
+
+def _public_key(public_key: str | None, used: list[str]) -> str:
+    value = public_key or _from_deprecated(PUBLIC_KEY_ENV, used)
+    if not value:
+        raise click.UsageError(f"give the token's public key: --public-key or the environment variable {PUBLIC_KEY_ENV}")
+    return value
+
+
+def _private_key(private_key: str | None, private_key_env: str, used: list[str]) -> str:
     if private_key is not None:
         click.echo(
             "warning: a private key on the command line is visible to other users (ps, shell "
@@ -120,6 +150,8 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
         )
         return private_key
     value = os.environ.get(private_key_env)
+    if not value and private_key_env == PRIVATE_KEY_ENV:
+        value = _from_deprecated(PRIVATE_KEY_ENV, used)
     if not value:
         raise click.UsageError(f"set the private key in the environment variable {private_key_env}")
     return value
@@ -127,7 +159,7 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
 
 @click.command("export")
 @click.option("--url", required=True, envvar="SOUTHROCK_EXPORT_URL", show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com.")
-@click.option("--public-key", required=True, envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
+@click.option("--public-key", envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
 @click.option("--private-key-env", default=PRIVATE_KEY_ENV, show_default=True, metavar="VAR", help="Environment variable holding the private key.")
 @click.option("--private-key", default=None, help="The private key itself (discouraged: visible in ps and history).")
 @click.option("--orgcodes", multiple=True, metavar="CODE", help="Only these work units (repeat the option).")
@@ -140,7 +172,7 @@ def _private_key(private_key: str | None, private_key_env: str) -> str:
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 def export_command(
     url: str,
-    public_key: str,
+    public_key: str | None,
     private_key_env: str,
     private_key: str | None,
     orgcodes: tuple[str, ...],
@@ -155,7 +187,10 @@ def export_command(
     """Write the Completed Training Summary visible to a token to a CSV or JSON Lines file."""
     if not output.parent.is_dir():
         raise click.UsageError(f"directory {output.parent} does not exist")
-    secret = _private_key(private_key, private_key_env)
+    deprecated: list[str] = []
+    public_key = _public_key(public_key, deprecated)
+    secret = _private_key(private_key, private_key_env, deprecated)
+    _warn_deprecated(deprecated)
     show = sys.stderr.isatty() if progress is None else progress
     # CSV gets a BOM: Excel reads BOM-less CSV in the local code page and garbles names.
     encoding = "utf-8-sig" if file_format == "csv" else "utf-8"
@@ -194,3 +229,11 @@ def export_command(
         raise click.ClickException(f"export failed, {output} not written: {error}") from None
     click.echo(f"wrote {count} enrolments to {output}")
 
+
+def main() -> None:
+    """Run the export on its own (`southrock-export`), without the server's packages."""
+    export_command()
+
+
+if __name__ == "__main__":
+    main()
