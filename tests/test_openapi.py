@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from southrock_api.admin.tokens import IssuedToken
 from southrock_api.apidocs.page import resolve_ref
 from southrock_api.api.errors import CATALOGUE
-from southrock_api.apidocs.openapi import (
+from southrock_api.apidocs.texts import (
     ENROLMENTS_PATH,
     HEADER_FIELD_COUNT_LIMIT,
     HEADER_FIELD_LIMIT,

@@ -12,14 +12,8 @@ from flask import Blueprint, Flask, Response, current_app, render_template, requ
 from markupsafe import Markup, escape
 
 from southrock_api.api.parameters import MAX_LIMIT
-from southrock_api.apidocs.openapi import (
-    ENROLMENTS_PATH,
-    SERVER_REFUSAL_BODY,
-    SERVER_REFUSALS,
-    UNITS_PATH,
-    document_for,
-    policy_text,
-)
+from southrock_api.apidocs.openapi import document_for, policy_text
+from southrock_api.apidocs.texts import ENROLMENTS_PATH, SERVER_REFUSAL_BODY, SERVER_REFUSALS, UNITS_PATH
 
 # Outside /api: neither authenticated nor counted by the site's limiter (it counts `api` only).
 bp = Blueprint("docs", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
