@@ -94,8 +94,9 @@ def build(session: Session, plan: Plan, tag: str) -> Built:
     expected = [_report_row(*row) for row in rows if row[0].code in {wus[i].code for i in visible}]
     expected.sort(key=lambda r: (r["ORG_CODE"], r["CRS_CODE"], r["LR_ID"], r["SCH_ID"]))
     for rnum, line in enumerate(expected, start=1):
+        # In the response's key order: RNUM, then SCH_ID.
         line["RNUM"] = str(rnum)
-        del line["SCH_ID"]
+        line["SCH_ID"] = line.pop("SCH_ID")
     return Built(token, expected, {wu.code for wu in wus})
 
 

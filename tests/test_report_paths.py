@@ -206,7 +206,7 @@ def test_the_row_renderer_dumps_what_the_schema_dumps(completed_on: dt.date, hun
     row = {
         "org_code": text, "org_name": text, "crs_code": text, "crs_desc": text, "lr_id": text, "lr_sname": text,
         "lr_fname": text, "lr_email": text, "completed_on": completed_on, "score": Decimal(hundredths).scaleb(-2),
-        "rnum": str(rnum),
+        "rnum": str(rnum), "sch_id": text,
     }
     rendered = {}
     for key, attribute in zip(renderer.keys, renderer.attributes):
@@ -216,8 +216,8 @@ def test_the_row_renderer_dumps_what_the_schema_dumps(completed_on: dt.date, hun
             rendered[key] = renderer.converter(attribute)(row[attribute])
     dumped = schema.dump({**row, "rnum": rnum})
     assert rendered == dumped and list(rendered) == list(dumped)
-    encoded = renderer.json_array([tuple(rendered.values()), (None, 1, 2.5, text, "", "%s", '"', "\\", "\n", "é中", "x")])
-    assert json.loads(encoded) == [dumped, dict(zip(renderer.keys, [None, 1, 2.5, text, "", "%s", '"', "\\", "\n", "é中", "x"]))]
+    encoded = renderer.json_array([tuple(rendered.values()), (None, 1, 2.5, text, "", "%s", '"', "\\", "\n", "é中", "x", "y")])
+    assert json.loads(encoded) == [dumped, dict(zip(renderer.keys, [None, 1, 2.5, text, "", "%s", '"', "\\", "\n", "é中", "x", "y"]))]
     # The SQLite path hands the converter ISO text; the text it returns is the same.
     assert renderer.converter("completed_on", dt.date.fromisoformat)(completed_on.isoformat()) == rendered["SCH_AEDATE"]
 

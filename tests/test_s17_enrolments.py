@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from southrock_api.data.models import BusinessUnit, WorkUnit
+from southrock_api.data.models import BusinessUnit, Enrolment, WorkUnit
 from tests import factories, worlds
 from tests.apiclient import ApiClient
 
-FIELDS = {
+# The spec's properties (§17.1.4, §17.1.5), and SCH_ID, the row's stable key (§5.2b allows new ones).
+SPEC_FIELDS = {
     "ORG_CODE", "ORG_NAME", "CRS_CODE", "CRS_DESC", "LR_ID", "LR_SNAME",
     "LR_FNAME", "LR_EMAIL", "SCH_AEDATE", "SCH_SCORE", "RNUM",
 }
+FIELDS = SPEC_FIELDS | {"SCH_ID"}
 
 
 @pytest.fixture()
@@ -46,6 +49,18 @@ def test_rows_have_the_spec_properties_and_types(client: FlaskClient, world: wor
     assert first["CRS_CODE"] == "INFCRTL_GRP3" and first["CRS_DESC"] == "Robotic Control"
     assert first["LR_FNAME"] == "Betty" and first["LR_SNAME"] == "Student"
     assert first["LR_EMAIL"] == "betty.univ-stud@example.test"
+
+
+def test_each_row_carries_its_enrolments_sch_id(client: FlaskClient, world: worlds.World, session: Session) -> None:
+    """SCH_ID is the stored enrolment's id: stable across pages and requests, one per completion."""
+    rows = get(client, world, "UNIV-STUD").get_json()
+    stored = {
+        sch_id: (lr_id, crs_code)
+        for sch_id, lr_id, crs_code in session.execute(select(Enrolment.sch_id, Enrolment.lr_id, Enrolment.crs_code))
+    }
+    assert [stored[row["SCH_ID"]] for row in rows] == [(row["LR_ID"], row["CRS_CODE"]) for row in rows]
+    assert len({row["SCH_ID"] for row in rows}) == len(rows)
+    assert get(client, world, "UNIV-STUD", "start=2&limit=1").get_json()[0]["SCH_ID"] == rows[1]["SCH_ID"]
 
 
 @pytest.mark.parametrize(

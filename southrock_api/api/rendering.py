@@ -12,7 +12,7 @@ from southrock_api.report.summary import RowFormat
 
 
 class EnrolmentSchema(Schema):
-    """One enrolment as the spec's example shows it (§17.1.4): RNUM and SCH_SCORE are strings."""
+    """One enrolment as the spec's example shows it (§17.1.4; RNUM and SCH_SCORE are strings), and its SCH_ID."""
 
     ORG_CODE = fields.String(attribute="org_code")
     ORG_NAME = fields.String(attribute="org_name")
@@ -25,6 +25,9 @@ class EnrolmentSchema(Schema):
     SCH_AEDATE = fields.Date(attribute="completed_on", format="%Y-%m-%d")
     SCH_SCORE = fields.Decimal(attribute="score", places=2, as_string=True)
     RNUM = fields.String(attribute="rnum")
+    # Beyond the spec's example (§5.2b allows new properties): the LMS enrolment id, the row's
+    # stable key, so that a copy can match a corrected row to the one it holds.
+    SCH_ID = fields.String(attribute="sch_id")
 
 
 class BusinessUnitSchema(Schema):

@@ -80,6 +80,9 @@ PROPERTY_DESCRIPTIONS = {
     '("100.00"), as the spec\'s example shows (§17.1.4).',
     "RNUM": "The row number of the enrolment in the whole result, written as a string "
     '("10"), as the spec\'s example shows (§17.1.4).',
+    "SCH_ID": "The LMS enrolment id: the row's stable key, the same in every response and export. "
+    "A learner may complete a course more than once; each completion has its own SCH_ID, so a copy "
+    "of the data matches a corrected row to the one it holds by this property.",
 }
 PROPERTY_PATTERNS = {"RNUM": r"^[1-9][0-9]*$"}
 EXAMPLE_UNITS = [
@@ -98,6 +101,7 @@ EXAMPLE_ROW = {
     "SCH_AEDATE": "2017-01-19",
     "SCH_SCORE": "100.00",
     "RNUM": "1",
+    "SCH_ID": "SCH-000123",
 }
 # Every code an endpoint's path can answer with (spec §13, §18), listed on its GET operation:
 # E2020 (plain HTTP where HTTPS is required, an unknown host name) and E2030 (any other method on

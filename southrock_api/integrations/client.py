@@ -63,6 +63,8 @@ class EnrolmentRecord:
     # spec §5.2d: properties with null values may be omitted, so these two may be absent.
     sch_aedate: dt.date | None
     sch_score: Decimal | None
+    # The enrolment's stable key (SCH_ID); empty from a server that predates it.
+    sch_id: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnrolmentRecord:
@@ -81,6 +83,7 @@ class EnrolmentRecord:
             lr_email=data.get("LR_EMAIL") or "",
             sch_aedate=dt.date.fromisoformat(date_text) if date_text else None,
             sch_score=Decimal(str(score_text)) if score_text is not None else None,
+            sch_id=data.get("SCH_ID") or "",
         )
 
     def to_spec(self) -> dict[str, str]:
@@ -90,7 +93,7 @@ class EnrolmentRecord:
         }
 
 
-# The spec's property names (§17.1.5, RNUM from §17.1.4) and the record attribute for each.
+# The spec's property names (§17.1.5, RNUM from §17.1.4), then SCH_ID, and the record attribute for each.
 SPEC_FIELDS = {
     "RNUM": "rnum",
     "ORG_CODE": "org_code",
@@ -103,6 +106,7 @@ SPEC_FIELDS = {
     "LR_EMAIL": "lr_email",
     "SCH_AEDATE": "sch_aedate",
     "SCH_SCORE": "sch_score",
+    "SCH_ID": "sch_id",
 }
 
 

@@ -68,7 +68,7 @@ class SortKey:
 # The attributes a row of the report supplies, in the order fetch_page assembles them.
 SUPPLIED = (
     "org_code", "org_name", "crs_code", "crs_desc", "lr_id", "lr_sname", "lr_fname", "lr_email",
-    "completed_on", "score", "rnum",
+    "completed_on", "score", "rnum", "sch_id",
 )
 
 
@@ -425,8 +425,8 @@ def fetch_page(
     date_text, score_text = writer.date_text, writer.score_text
     rows = [
         (*units_at[position], crs_code, crs_desc, lr_id, surname, first_name, email,
-         date_text(completed_on), score_text(score), str(rnum))
-        for rnum, (position, crs_code, crs_desc, lr_id, surname, first_name, email, completed_on, score, _sch_id)
+         date_text(completed_on), score_text(score), str(rnum), sch_id)
+        for rnum, (position, crs_code, crs_desc, lr_id, surname, first_name, email, completed_on, score, sch_id)
         in enumerate(raw, start=start)
     ]
     # The single pass above builds rows in SUPPLIED order; a format that orders them otherwise
