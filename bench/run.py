@@ -84,7 +84,7 @@ KEYS = (
     "ORG_CODE", "ORG_NAME", "CRS_CODE", "CRS_DESC", "LR_ID", "LR_SNAME", "LR_FNAME", "LR_EMAIL",
     "SCH_AEDATE", "SCH_SCORE",
 )
-ROW_TEMPLATE = "{" + ",".join(f'"{key}":%s' for key in (*KEYS, "RNUM")) + "}"
+ROW_TEMPLATE = "{" + ",".join(f'"{key}":%s' for key in (*KEYS, "RNUM", "SCH_ID")) + "}"
 FLOOR_COLUMNS = (
     "org_code", "org_name", "crs_code", "crs_desc", "lr_id", "lr_sname", "lr_fname", "lr_email",
     "sch_aedate", "sch_score",
@@ -426,7 +426,7 @@ class Floor:
         body = (
             "["
             + ",".join(
-                ROW_TEMPLATE % (*map(encode_basestring, row[:10]), encode_basestring(str(number)))
+                ROW_TEMPLATE % (*map(encode_basestring, row[:10]), encode_basestring(str(number)), encode_basestring(row[10]))
                 for number, row in enumerate(rows, start=start)
             )
             + "]"
