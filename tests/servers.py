@@ -131,6 +131,7 @@ class TcpProxy:
         self._flowing = threading.Event()
         self._flowing.set()
         self._answers_left: int | None = None
+        self.accepted = 0  # connections accepted so far
 
     def start(self) -> None:
         """Listen and forward every connection to the upstream."""
@@ -193,6 +194,7 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:

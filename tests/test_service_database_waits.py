@@ -111,6 +111,27 @@ def test_a_lock_held_past_the_bound_ends_the_request_with_e9010(database_url: st
         get_database(app).engine.dispose()
 
 
+def test_a_request_past_its_deadline_opens_no_connection_to_end_its_transaction(
+    database_url: str, proxy: TcpProxy
+) -> None:
+    """Frozen outright: the request opens no new connection once its deadline has passed."""
+    issued = seeded_token(database_url)
+    app = _app(_through(proxy, database_url))
+    client = app.test_client()
+    try:
+        assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 200
+        proxy.freeze()
+        before = proxy.accepted
+        assert client.get("/api/v1", headers={"Authorization": issued.authorization}).status_code == 500
+        # The pre-ping waited out the deadline; the pool's reconnection was refused before
+        # connecting (no time left); ending the transaction must not connect either (that was a
+        # connect timeout more, two seconds past the bound).
+        assert proxy.accepted == before
+    finally:
+        proxy.thaw()
+        get_database(app).engine.dispose()
+
+
 def test_readiness_answers_not_ready_within_the_bound(database_url: str, proxy: TcpProxy) -> None:
     """/readyz on a frozen database: 503 with database false, promptly; /healthz is untouched."""
     seeded_token(database_url)

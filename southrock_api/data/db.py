@@ -236,7 +236,9 @@ def close_session(_exc: BaseException | None = None) -> None:
     deadlines.disarm(g.pop("db_deadline"))
     with deadlines.deadline(max(left, RELEASE_SECONDS), "ending the request's transaction"):
         try:
-            if _read_only(session):
+            # Past its deadline the request's connection has failed, or was never had: asking
+            # for it again would open a new one only to end a transaction that did nothing.
+            if left > 0 and _read_only(session):
                 # The database itself refuses any write in this transaction, so COMMIT ends it as
                 # ROLLBACK would; but psycopg deallocates every prepared statement on a ROLLBACK,
                 # which made PostgreSQL parse and plan each request's statements afresh.
