@@ -87,7 +87,9 @@ class BoundedConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float = WAIT_INTERVAL, timeout: float | None = None) -> Any:
         """Consume a generator operating on the connection, giving up when the bound runs out."""
         left = remaining()
-        bound = min((b for b in (left, self.answer_bound) if b is not None), default=None)
+        # The smaller of the two (on every wait of every request: no generator, no sort).
+        answer = self.answer_bound
+        bound = answer if left is None else left if answer is None or left < answer else answer
         if bound is None:
             return super().wait(gen, interval, timeout)
         if bound <= 0:
