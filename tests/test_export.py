@@ -50,12 +50,18 @@ class Site:
 
     def api_rows(self, **params: str) -> list[dict[str, str]]:
         """The rows exactly as the API sends them, for comparison."""
-        response = requests.get(
-            self.url + "/api/v1/enrolments",
-            params={"limit": "500", **params},
-            auth=(self.public_key, self.private_key),
-            timeout=10,
-        )
+        # The site's bucket is small (10 a second) and an export may just have spent it: wait out
+        # its window, a bounded number of times, as any client would.
+        for _ in range(3):
+            response = requests.get(
+                self.url + "/api/v1/enrolments",
+                params={"limit": "500", **params},
+                auth=(self.public_key, self.private_key),
+                timeout=10,
+            )
+            if response.status_code != 429:
+                break
+            time.sleep(min(2.0, float(response.headers.get("Retry-After", "1"))))
         assert response.status_code == 200
         return list(response.json())
 

@@ -120,7 +120,8 @@ def test_revoke_and_rotate_refuse_a_fragment_that_could_name_another_token(
 ) -> None:
     issued = create(runner, "--business-unit", "EDU")
     for command in ("revoke", "rotate"):
-        result = runner.invoke(args=["tokens", command, fragment(issued["public_key"])])
+        # "--": a key body may begin with "-" (URL-safe Base64), which click would take for an option.
+        result = runner.invoke(args=["tokens", command, "--", fragment(issued["public_key"])])
         assert result.exit_code != 0
         assert "too little of a key" in result.output
     assert client.get("/api/v1", headers={"Authorization": issued["authorization"]}).status_code == 200
