@@ -49,6 +49,9 @@ RTOPILOT_MAX_ATTEMPTS = 5
 RTOPILOT_BACKOFF_SECONDS = 0.5
 RTOPILOT_MAX_BACKOFF_SECONDS = 30.0
 LOG_LEVEL = "INFO"
+# Days the change feed keeps what each import changed. A client whose changes token is older
+# takes a new snapshot (E3020, 410); at 30, a client that syncs monthly never has to.
+CHANGES_RETENTION_DAYS = 30
 
 # On/off settings. From the environment they arrive as text, where "False" or "no" would be a
 # non-empty string, that is true: they are read strictly instead, and anything else is refused.
@@ -100,6 +103,10 @@ def check(values: Mapping[str, object]) -> None:
             raise ConfigError(f"SOUTHROCK_{name}: {values[name]!r} is not a positive number of seconds")
     if not str(values["RTOPILOT_MAX_ATTEMPTS"]).isdigit() or int(str(values["RTOPILOT_MAX_ATTEMPTS"])) < 1:
         raise ConfigError(f"SOUTHROCK_RTOPILOT_MAX_ATTEMPTS: {values['RTOPILOT_MAX_ATTEMPTS']!r} is not a whole number of at least 1")
+    if not str(values["CHANGES_RETENTION_DAYS"]).isdigit() or int(str(values["CHANGES_RETENTION_DAYS"])) < 1:
+        raise ConfigError(
+            f"SOUTHROCK_CHANGES_RETENTION_DAYS: {values['CHANGES_RETENTION_DAYS']!r} is not a whole number of days, at least 1"
+        )
     if str(values["LOG_LEVEL"]).upper() not in _LOG_LEVELS:
         raise ConfigError(f"SOUTHROCK_LOG_LEVEL: {values['LOG_LEVEL']!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not isinstance(values["TRUSTED_PROXIES"], str):

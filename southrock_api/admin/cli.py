@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from psycopg.errors import ConnectionTimeout
 from sqlalchemy.exc import SQLAlchemyError
@@ -72,11 +72,12 @@ def _import(session: Session, directory: Path, progress: bool) -> ImportReport:
     from southrock_api.data.importer import import_directory, import_size
 
     total = import_size(directory)
+    retention = int(current_app.config["CHANGES_RETENTION_DAYS"])
     if not progress or not total:
         # No files (import_directory says so) or only empty ones: no bar to show.
-        return import_directory(session, directory)
+        return import_directory(session, directory, retention_days=retention)
     with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
-        return import_directory(session, directory, on_progress=bar.update)
+        return import_directory(session, directory, on_progress=bar.update, retention_days=retention)
 
 
 @click.group("db")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from southrock_api.data.db import Base
@@ -203,3 +203,61 @@ class RtopilotPush(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     pushed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+
+# SQLite keeps BIGINT primary keys as plain INTEGER so that they stay the rowid (and autoincrement).
+POSITION = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UnitPath(Base):
+    """A work unit's place in both trees as the change log records it (data.changes.unit_path)."""
+
+    __tablename__ = "unit_paths"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # JSON: the work unit's code, then "B:code" and "W:code" of every unit whose tokens see it.
+    units: Mapped[str] = mapped_column(Text)
+    # The text's SHA-256: unique where the text itself may be too long for an index.
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class EnrolmentChange(Base):
+    """One enrolment whose row, as some token sees it, an import changed (the change feed, data.changes).
+
+    `units_before` and `units_after` are the enrolment's place in both trees (a UnitPath) before and
+    after the change, so a token is told of a row that left it and never of one it could not see;
+    None where the enrolment did not exist (before) or was deleted (after).
+    """
+
+    __tablename__ = "enrolment_changes"
+    # AUTOINCREMENT: positions never go back, even after pruning has emptied the table.
+    __table_args__ = (Index("ix_enrolment_changes_sch_id", "sch_id", "position"), {"sqlite_autoincrement": True})
+
+    position: Mapped[int] = mapped_column(POSITION, primary_key=True, autoincrement=True)
+    sch_id: Mapped[str] = mapped_column(CODE)
+    units_before: Mapped[Optional[int]] = mapped_column(Integer)
+    units_after: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+class ChangeImport(Base):
+    """One import that recorded changes: the last position it took and when, for retention."""
+
+    __tablename__ = "change_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_position: Mapped[int] = mapped_column(POSITION)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    changes: Mapped[int] = mapped_column(Integer)
+
+
+class ChangeLogState(Base):
+    """The change log's single row: the key that seals feed tokens and how far pruning has reached."""
+
+    __tablename__ = "change_log_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random per site, created by the migration: a changes token names its scope and position
+    # under this seal, so an edited one is refused.
+    seal_key: Mapped[str] = mapped_column(String(64))
+    # Every position up to here may have been pruned: a token from before it must take a new snapshot.
+    pruned_through: Mapped[int] = mapped_column(POSITION, server_default="0")

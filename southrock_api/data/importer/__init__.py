@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from southrock_api.data.changes import DEFAULT_RETENTION_DAYS, ChangeRecorder
 from southrock_api.data.db import bump_data_version
 from southrock_api.data.importer.formats import FILES, present_files
 from southrock_api.data.importer.problems import Problems, TooManyProblems
@@ -30,6 +32,8 @@ class ImportReport:
 
     files: list[FileCounts] = field(default_factory=list)
     moved_learners: int = 0
+    # Rows written to the change log: enrolments whose row changed for some token.
+    changes: int = 0
 
     def summary(self) -> str:
         """One line: counts per file inserted/updated."""
@@ -47,7 +51,10 @@ def import_size(directory: Path) -> int:
 
 
 def import_directory(
-    session: Session, directory: Path, on_progress: Callable[[int], None] | None = None
+    session: Session,
+    directory: Path,
+    on_progress: Callable[[int], None] | None = None,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> ImportReport:
     """Validate and load the CSV files in directory in one transaction; raise ImportFailed on any problem."""
     # The files are read in dependency order, each once: rows are checked as they stream
@@ -61,7 +68,8 @@ def import_directory(
     problems = Problems()
     try:
         connection = session.connection()
-        references = References(connection, CsvReader(directory, problems, on_progress), problems)
+        recorder = ChangeRecorder(connection)
+        references = References(connection, CsvReader(directory, problems, on_progress), problems, recorder)
         with sqlite_import_cache(connection):
             try:
                 references.load()
@@ -69,9 +77,10 @@ def import_directory(
                 pass
         if problems.found:
             raise ImportFailed(problems.found)
+        changes = recorder.finish(dt.datetime.now(dt.timezone.utc), retention_days)
         bump_data_version(session)
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    return ImportReport(references.files, references.moved_learners)
+    return ImportReport(references.files, references.moved_learners, changes)

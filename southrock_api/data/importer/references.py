@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import aliased
 
+from southrock_api.data.changes import ChangeRecorder
 from southrock_api.data.importer.formats import BUSINESS_UNITS, COURSES, ENROLMENTS, LEARNERS, WORK_UNITS, FileSpec
 from southrock_api.data.importer.problems import Problems, show
 from southrock_api.data.importer.reading import CsvReader
@@ -56,8 +57,11 @@ _ANY_CODE = _AnyCode()
 class References:
     """What rows may refer to (ids of stored rows, codes known so far), and the loading of each file in turn."""
 
-    def __init__(self, connection: Connection, reader: CsvReader, problems: Problems) -> None:
+    def __init__(
+        self, connection: Connection, reader: CsvReader, problems: Problems, recorder: ChangeRecorder
+    ) -> None:
         self.connection = connection
+        self.recorder = recorder
         self.reader = reader
         self.problems = problems
         self.sqlite = connection.dialect.name == "sqlite"
@@ -88,6 +92,9 @@ class References:
         ):
             if self.reader.present(spec):
                 load()
+            if spec is WORK_UNITS and self.writing and (self.reader.present(BUSINESS_UNITS) or self.reader.present(WORK_UNITS)):
+                # Both trees are written: every work unit whose rows look or are seen otherwise now.
+                self.recorder.units_written()
 
     @property
     def writing(self) -> bool:
@@ -196,7 +203,14 @@ class References:
     # -- courses, learners and enrolments: streamed in batches -----------------
 
     def _courses(self) -> None:
-        writer = table_writer(self.connection, Course.__table__, ("code", "description"), self.course_ids)  # type: ignore[arg-type]
+        course_ids = self.course_ids
+        writer = table_writer(
+            self.connection,
+            Course.__table__,  # type: ignore[arg-type]
+            ("code", "description"),
+            self.course_ids,
+            on_change=lambda codes: self.recorder.courses_changed(course_ids[code] for code in codes),
+        )
         keys: dict[str, int] = {}
         rows = ((code, description) for _line, (code, description) in self.reader.rows(COURSES, keys))
         write_rows(writer, rows, self.problems)
@@ -211,6 +225,8 @@ class References:
             Learner.__table__,  # type: ignore[arg-type]
             ("lr_id", "first_name", "surname", "email", "work_unit_id"),
             self.learners,
+            # Before the rows (and their enrolments' work unit) change: the log keeps where they were.
+            on_change=lambda lr_ids: self.recorder.learners_changed(self.learners[lr_id][0] for lr_id in lr_ids),
         )
         moved: list[dict[str, int]] = []
         keys: dict[str, int] = {}
@@ -249,7 +265,9 @@ class References:
 
     def _enrolments(self) -> None:
         table: Table = Enrolment.__table__  # type: ignore[assignment]
-        writer = table_writer(self.connection, table, ENROLMENT_COLUMNS, merge_order=REPORT_ORDER)
+        writer = table_writer(
+            self.connection, table, ENROLMENT_COLUMNS, merge_order=REPORT_ORDER, on_change=self.recorder.enrolments_changing
+        )
         rows = (self.reader.directory / ENROLMENTS.name).stat().st_size // BYTES_PER_ENROLMENT
         with indexes_rebuilt_for_bulk_load(self.connection, table, rows):
             write_rows(writer, self._enrolment_rows(), self.problems)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -24,6 +24,8 @@ REBUILD_MIN_ROWS = 100_000
 SQLITE_IMPORT_CACHE_KIB = 512 * 1024
 
 Row = TypeVar("Row")
+# Told, before they are written, the keys of stored rows whose values change (data.changes).
+OnChange = Callable[[list[Any]], None]
 
 
 def batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
@@ -45,10 +47,13 @@ class FileCounts:
 class TableWriter(ABC):
     """Writes batches of row tuples (in `columns` order, key first) into a table and counts what they did."""
 
-    def __init__(self, connection: Connection, table: Table, columns: tuple[str, ...]) -> None:
+    def __init__(
+        self, connection: Connection, table: Table, columns: tuple[str, ...], on_change: OnChange | None = None
+    ) -> None:
         self.connection = connection
         self.table = table
         self.columns = columns
+        self.on_change = on_change
         self.inserted = 0
         self.updated = 0
 
@@ -75,14 +80,21 @@ class SqliteWriter(TableWriter):
     # executemany as they are, without per-row parameter processing.
 
     def __init__(
-        self, connection: Connection, table: Table, columns: tuple[str, ...], existing_keys: Container[str] | None
+        self,
+        connection: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        existing_keys: Container[str] | None,
+        on_change: OnChange | None = None,
     ) -> None:
-        super().__init__(connection, table, columns)
+        super().__init__(connection, table, columns, on_change)
         # Without a dictionary of the keys already stored, ask the database per batch.
         self.existing_keys = existing_keys
-        self.rows_before = count_rows(connection, table) if existing_keys is None else 0
+        self.rows_before = count_rows(connection, table) if existing_keys is None or on_change else 0
         self.insert_sql = self._compile(insert(table))
         self.upsert_sql = self._compile(upsert(connection, table, columns[0]))
+        names = ", ".join(columns)
+        self.stored_sql = f"SELECT {names} FROM {table.name} WHERE {columns[0]} IN "
 
     def _compile(self, statement: Insert) -> str:
         compiled = statement.compile(dialect=self.connection.dialect, column_keys=list(self.columns))
@@ -98,14 +110,31 @@ class SqliteWriter(TableWriter):
         key = self.table.c[self.columns[0]]
         return set(self.connection.scalars(select(key).where(key.in_([row[0] for row in batch]))))
 
+    def _stored_rows(self, batch: list[tuple[Any, ...]]) -> dict[Any, tuple[Any, ...]]:
+        if not self.rows_before:
+            return {}
+        keys = [row[0] for row in batch]
+        marks = ", ".join("?" * len(keys))
+        rows = self.connection.exec_driver_sql(self.stored_sql + f"({marks})", tuple(keys)).all()
+        return {row[0]: tuple(row) for row in rows}
+
     def write(self, batch: list[tuple[Any, ...]]) -> None:
-        """INSERT the batch's new keys and upsert the stored ones."""
-        stored = self._stored(batch)
+        """INSERT the batch's new keys and upsert the stored ones (only those that change, when told of changes)."""
+        if self.on_change is None:
+            stored = self._stored(batch)
+            changing = [row for row in batch if row[0] in stored]
+        else:
+            # Raw values compare as the driver returns them: ISO text for dates, as the batch holds them.
+            stored_rows = self._stored_rows(batch)
+            stored = set(stored_rows)
+            changing = [row for row in batch if row[0] in stored and stored_rows[row[0]] != tuple(row)]
+            if changing:
+                self.on_change([row[0] for row in changing])
         new = [row for row in batch if row[0] not in stored] if stored else batch
         if new:
             self.connection.exec_driver_sql(self.insert_sql, new)
-        if stored:
-            self.connection.exec_driver_sql(self.upsert_sql, [row for row in batch if row[0] in stored])
+        if changing:
+            self.connection.exec_driver_sql(self.upsert_sql, changing)
         self.inserted += len(new)
         self.updated += len(stored)
 
@@ -119,8 +148,15 @@ class PostgresWriter(TableWriter):
     # Even pipelined, executemany runs one statement per row on the server; COPY
     # and a single set-based upsert load a million rows several times faster.
 
-    def __init__(self, connection: Connection, table: Table, columns: tuple[str, ...], merge_order: tuple[str, ...]) -> None:
-        super().__init__(connection, table, columns)
+    def __init__(
+        self,
+        connection: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        merge_order: tuple[str, ...],
+        on_change: OnChange | None = None,
+    ) -> None:
+        super().__init__(connection, table, columns, on_change)
         # Merging in the order of the table's widest index turns that index's
         # inserts into appends instead of random page writes (~20% at 1.2M rows).
         self.order_by = f" ORDER BY {', '.join(merge_order)}" if merge_order else ""
@@ -149,10 +185,22 @@ class PostgresWriter(TableWriter):
             self.connection.exec_driver_sql(f"SELECT count(*) FROM {self.staging} JOIN {table} USING ({key})").scalar_one()
         )
         self.inserted = self.staged - self.updated
-        updates = ", ".join(f"{name} = excluded.{name}" for name in self.columns[1:])
+        others = self.columns[1:]
+        stored = ", ".join(f"{table}.{name}" for name in others)
+        incoming = ", ".join(f"excluded.{name}" for name in others)
+        if self.on_change is not None and self.updated:
+            staged = ", ".join(f"s.{name}" for name in others)
+            changing = self.connection.exec_driver_sql(
+                f"SELECT s.{key} FROM {self.staging} s JOIN {table} USING ({key}) "
+                f"WHERE ({stored}) IS DISTINCT FROM ({staged})"
+            ).scalars().all()
+            if changing:
+                self.on_change(list(changing))
+        updates = ", ".join(f"{name} = excluded.{name}" for name in others)
+        # Rows whose values are unchanged are not rewritten: no dead tuples, no index churn.
         self.connection.exec_driver_sql(
             f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.staging}{self.order_by} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({stored}) IS DISTINCT FROM ({incoming})"
         )
         self.connection.exec_driver_sql(f"DROP TABLE {self.staging}")
 
@@ -163,11 +211,12 @@ def table_writer(
     columns: tuple[str, ...],
     existing_keys: Container[str] | None = None,
     merge_order: tuple[str, ...] = (),
+    on_change: OnChange | None = None,
 ) -> TableWriter:
     """A writer for table suited to the database (existing_keys serves SQLite, merge_order PostgreSQL)."""
     if connection.dialect.name == "sqlite":
-        return SqliteWriter(connection, table, columns, existing_keys)
-    return PostgresWriter(connection, table, columns, merge_order)
+        return SqliteWriter(connection, table, columns, existing_keys, on_change)
+    return PostgresWriter(connection, table, columns, merge_order, on_change)
 
 
 def write_rows(writer: TableWriter, rows: Iterable[tuple[Any, ...]], problems: Problems) -> None:
