@@ -423,7 +423,7 @@ def test_a_directory_without_import_files_is_rejected(runner: FlaskCliRunner, tm
     result = runner.invoke(args=["import", str(tmp_path)])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"{tmp_path}: none of business_units.csv, work_units.csv, courses.csv, learners.csv, enrolments.csv found"
+        f"{tmp_path}: none of business_units.csv, work_units.csv, courses.csv, learners.csv, enrolments.csv, deletions.csv found"
     )
 
 

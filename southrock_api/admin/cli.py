@@ -67,17 +67,23 @@ def _waits(command: Any) -> Any:
     )(command)
 
 
-def _import(session: Session, directory: Path, progress: bool) -> ImportReport:
+def _import(
+    session: Session, directory: Path, progress: bool, full: bool = False, max_delete: float | None = None
+) -> ImportReport:
     """import_directory, with a progress bar on stderr if progress is set."""
-    from southrock_api.data.importer import import_directory, import_size
+    from southrock_api.data.importer import MAX_DELETE_PERCENT, import_directory, import_size
 
     total = import_size(directory)
-    retention = int(current_app.config["CHANGES_RETENTION_DAYS"])
+    options: dict[str, Any] = {
+        "retention_days": int(current_app.config["CHANGES_RETENTION_DAYS"]),
+        "full": full,
+        "max_delete_percent": MAX_DELETE_PERCENT if max_delete is None else max_delete,
+    }
     if not progress or not total:
         # No files (import_directory says so) or only empty ones: no bar to show.
-        return import_directory(session, directory, retention_days=retention)
+        return import_directory(session, directory, **options)
     with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
-        return import_directory(session, directory, on_progress=bar.update, retention_days=retention)
+        return import_directory(session, directory, on_progress=bar.update, **options)
 
 
 @click.group("db")
@@ -99,16 +105,30 @@ def db_upgrade(revision: str) -> None:
 @click.command("import")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="The files are the whole extract of what they hold: stored rows of those kinds that are absent are deleted.",
+)
+@click.option(
+    "--max-delete",
+    type=click.FloatRange(min=0, max=100),
+    default=None,
+    metavar="PERCENT",
+    help="With --full: refuse to delete more than this share of the stored enrolments (default 10).",
+)
 @_waits
 @with_appcontext
-def import_command(directory: Path, progress: bool | None, wait: float | None) -> None:
-    """Load business_units, work_units, courses, learners and enrolments CSVs from DIRECTORY."""
+def import_command(
+    directory: Path, progress: bool | None, full: bool, max_delete: float | None, wait: float | None
+) -> None:
+    """Load business_units, work_units, courses, learners and enrolments CSVs (and deletions.csv) from DIRECTORY."""
     from southrock_api.data.importer import ImportFailed
 
     show = sys.stderr.isatty() if progress is None else progress
     with _writing_session(wait) as session:
         try:
-            report = _import(session, directory, show)
+            report = _import(session, directory, show, full, max_delete)
         except ImportFailed as failure:
             for problem in failure.problems:
                 click.echo(problem, err=True)

@@ -64,7 +64,9 @@ class Trees:
         def bu_chain(bu_id: int) -> list[str]:
             found = bu_chains.get(bu_id)
             if found is None:
-                found, node, seen = [], bu_id, set()
+                found = []
+                node: int | None = bu_id
+                seen: set[int] = set()
                 while node is not None and node not in seen:  # the importer refuses cycles; never loop
                     seen.add(node)
                     code, parent = self.business_units[node]

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from southrock_api.data.changes import DEFAULT_RETENTION_DAYS, ChangeRecorder
 from southrock_api.data.db import bump_data_version
-from southrock_api.data.importer.formats import FILES, present_files
+from southrock_api.data.importer.deletions import MAX_DELETE_PERCENT, Deleted, Deletions
+from southrock_api.data.importer.formats import ALL_FILES, DELETIONS, present_files
 from southrock_api.data.importer.problems import Problems, TooManyProblems
 from southrock_api.data.importer.reading import CsvReader
 from southrock_api.data.importer.references import References
@@ -34,6 +35,7 @@ class ImportReport:
     moved_learners: int = 0
     # Rows written to the change log: enrolments whose row changed for some token.
     changes: int = 0
+    deleted: Deleted = field(default_factory=Deleted)
 
     def summary(self) -> str:
         """One line: counts per file inserted/updated."""
@@ -42,6 +44,8 @@ class ImportReport:
         if self.moved_learners:
             learners = "learner" if self.moved_learners == 1 else "learners"
             line += f" ({self.moved_learners} {learners} moved to another work unit)"
+        if self.deleted.summary():
+            line += "; " + self.deleted.summary()
         return line
 
 
@@ -55,6 +59,8 @@ def import_directory(
     directory: Path,
     on_progress: Callable[[int], None] | None = None,
     retention_days: int = DEFAULT_RETENTION_DAYS,
+    full: bool = False,
+    max_delete_percent: float = MAX_DELETE_PERCENT,
 ) -> ImportReport:
     """Validate and load the CSV files in directory in one transaction; raise ImportFailed on any problem."""
     # The files are read in dependency order, each once: rows are checked as they stream
@@ -64,15 +70,21 @@ def import_directory(
     # import leaves nothing behind. on_progress, if given, receives the bytes read since
     # its last call; they add up to import_size(directory).
     if not present_files(directory):
-        raise ImportFailed([f"{directory}: none of " + ", ".join(spec.name for spec in FILES) + " found"])
+        raise ImportFailed([f"{directory}: none of " + ", ".join(spec.name for spec in ALL_FILES) + " found"])
     problems = Problems()
     try:
         connection = session.connection()
         recorder = ChangeRecorder(connection)
-        references = References(connection, CsvReader(directory, problems, on_progress), problems, recorder)
+        reader = CsvReader(directory, problems, on_progress)
+        references = References(connection, reader, problems, recorder)
+        # Which SCH_IDs the enrolments file holds: what --full keeps and deletions.csv may not name.
+        references.keep_enrolment_keys = full or reader.present(DELETIONS)
+        deletions = Deletions(connection, reader, problems, recorder, references.file_keys, full, max_delete_percent)
         with sqlite_import_cache(connection):
             try:
                 references.load()
+                if not problems.found or reader.present(DELETIONS):
+                    deletions.apply()
             except TooManyProblems:
                 pass
         if problems.found:
@@ -83,4 +95,4 @@ def import_directory(
     except BaseException:
         session.rollback()
         raise
-    return ImportReport(references.files, references.moved_learners, changes)
+    return ImportReport(references.files, references.moved_learners, changes, deletions.deleted)

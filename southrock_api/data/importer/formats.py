@@ -49,8 +49,11 @@ ENROLMENTS = FileSpec(
 )
 # In dependency order: each file may refer to rows of the files before it.
 FILES = (BUSINESS_UNITS, WORK_UNITS, COURSES, LEARNERS, ENROLMENTS)
+# A delta import's deletions: the SCH_IDs of stored enrolments to delete, applied after the rest.
+DELETIONS = FileSpec("deletions.csv", ("SCH_ID",), required=("SCH_ID",))
+ALL_FILES = (*FILES, DELETIONS)
 
 
 def present_files(directory: Path) -> list[Path]:
     """The import files that exist in directory, in import order."""
-    return [directory / spec.name for spec in FILES if (directory / spec.name).is_file()]
+    return [directory / spec.name for spec in ALL_FILES if (directory / spec.name).is_file()]

@@ -19,7 +19,14 @@ class Problems:
 
     def add(self, spec: FileSpec, line: int, message: str) -> None:
         """Record `FILE:LINE: message`; raise TooManyProblems at the cap."""
-        self.found.append(f"{spec.name}:{line}: {message}")
+        self._append(f"{spec.name}:{line}: {message}")
+
+    def add_to_file(self, spec: FileSpec, message: str) -> None:
+        """Record `FILE: message`, for what no one line holds (a row a --full import would delete)."""
+        self._append(f"{spec.name}: {message}")
+
+    def _append(self, problem: str) -> None:
+        self.found.append(problem)
         if len(self.found) >= MAX_PROBLEMS:
             raise TooManyProblems
 

@@ -79,6 +79,10 @@ class References:
         self.known_learners: set[str] = set()
         # What was written, file by file, while no problem had been found.
         self.files: list[FileCounts] = []
+        # Each file's keys (and lines): what a --full import keeps. enrolments.csv's are kept
+        # only when asked for (keep_enrolment_keys): a million of them cost memory.
+        self.file_keys: dict[str, dict[str, int]] = {}
+        self.keep_enrolment_keys = False
         self.moved_learners = 0
 
     def load(self) -> None:
@@ -110,6 +114,7 @@ class References:
     def _business_units(self) -> None:
         keys: dict[str, int] = {}
         rows = list(self.reader.rows(BUSINESS_UNITS, keys))
+        self.file_keys[BUSINESS_UNITS.name] = keys
         lines = {row[0]: line for line, row in rows}
         self.known_business_units |= keys.keys()
         for line, (_code, _name, parent) in rows:
@@ -134,6 +139,7 @@ class References:
     def _work_units(self) -> None:
         keys: dict[str, int] = {}
         rows = list(self.reader.rows(WORK_UNITS, keys))
+        self.file_keys[WORK_UNITS.name] = keys
         lines = {row[0]: line for line, row in rows}
         self.known_work_units |= keys.keys()
         known_business_units = self.known(BUSINESS_UNITS, self.known_business_units)
@@ -212,6 +218,7 @@ class References:
             on_change=lambda codes: self.recorder.courses_changed(course_ids[code] for code in codes),
         )
         keys: dict[str, int] = {}
+        self.file_keys[COURSES.name] = keys
         rows = ((code, description) for _line, (code, description) in self.reader.rows(COURSES, keys))
         write_rows(writer, rows, self.problems)
         self.known_courses |= keys.keys()
@@ -230,6 +237,7 @@ class References:
         )
         moved: list[dict[str, int]] = []
         keys: dict[str, int] = {}
+        self.file_keys[LEARNERS.name] = keys
         write_rows(writer, self._learner_rows(keys, moved), self.problems)
         self.known_learners |= keys.keys()
         if not self.writing:
@@ -283,7 +291,10 @@ class References:
         dates: dict[str, Any] = {}
         scores: dict[str, int] = {}
         progresses: dict[str, int] = {}
-        for line, (sch_id, lr_id, crs_code, status, aedate, score, progress) in self.reader.rows(ENROLMENTS, {}):
+        keys: dict[str, int] = {}
+        if self.keep_enrolment_keys:
+            self.file_keys[ENROLMENTS.name] = keys
+        for line, (sch_id, lr_id, crs_code, status, aedate, score, progress) in self.reader.rows(ENROLMENTS, keys):
             ok = True
             learner = learners.get(lr_id)
             if learner is None and lr_id not in known_learners:
