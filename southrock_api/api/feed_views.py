@@ -24,7 +24,7 @@ from southrock_api.api.rendering import changes_json, enrolment_renderer, enrolm
 from southrock_api.api.state import current_state
 from southrock_api.api.views import bp
 from southrock_api.data.changes import last_position, pruned_through, seal_key
-from southrock_api.data.db import get_database, get_session
+from southrock_api.data.db import end_session, get_database, get_session, take_session
 from southrock_api.data.deadlines import renewed
 from southrock_api.report.changes import FeedScope, read_changes
 from southrock_api.report.summary import Filters, fetch_page
@@ -61,6 +61,18 @@ def enrolment_snapshot() -> Response:
     filters = Filters(query.sdate, query.edate)
     timeout = get_database().timeout
 
+    changes_token = token.encode(seal_key(connection))
+    # The stream owns the request's session from here: its rows all come from the one snapshot
+    # the token above was read in, however long after the view returns they are read. It is
+    # ended once, when the rows run out or fail, or when the server closes a stream the client left.
+    session, request_deadline = take_session()
+    ended: list[bool] = []
+
+    def end() -> None:
+        if not ended:
+            ended.append(True)
+            end_session(session, request_deadline)
+
     def lines() -> Iterator[str]:
         start, after = 1, None
         try:
@@ -77,16 +89,20 @@ def enrolment_snapshot() -> Response:
                 yield enrolment_renderer.json_lines(page.rows)
                 start += len(page.rows)
                 after = page.last
+            # Without this line a client knows the stream was cut.
+            yield json.dumps({"END": True, "ROWS": start - 1}, separators=(",", ":")) + "\n"
+        except GeneratorExit:
+            raise  # the client went away: the server closed the stream
         except Exception:  # noqa: BLE001  (the status was sent: the stream can only end, unclosed)
             log.exception("snapshot stream cut after %d rows", start - 1)
-            return
-        # Without this line a client knows the stream was cut.
-        yield json.dumps({"END": True, "ROWS": start - 1}, separators=(",", ":")) + "\n"
+        finally:
+            end()
 
     gzip = accepts_gzip()
     body: Iterator[bytes] = _gzip(lines()) if gzip else (text.encode() for text in lines())
     response = Response(stream_with_context(body), mimetype=NDJSON)
-    response.headers["X-Changes-Token"] = token.encode(seal_key(connection))
+    response.call_on_close(end)
+    response.headers["X-Changes-Token"] = changes_token
     response.headers["Vary"] = "Accept-Encoding"
     if gzip:
         response.headers["Content-Encoding"] = "gzip"

@@ -230,10 +230,28 @@ def get_session() -> Session:
 def close_session(_exc: BaseException | None = None) -> None:
     """End the request's transaction and close its session, returning its connection to the pool."""
     session = g.pop("db_session", None)
-    if session is None:
-        return
+    if session is not None:
+        end_session(session, g.pop("db_deadline"))
+
+
+def take_session() -> tuple[Session, object]:
+    """Take the request's session and deadline out of the request, for a streamed body to end with end_session.
+
+    Flask tears the request down when the view returns, before the server has sent a streamed
+    body: a stream read through the request's session would find it closed, and read the rest
+    of its rows in a new transaction, no longer the snapshot its first rows came from.
+    """
+    get_session()
+    return g.pop("db_session"), g.pop("db_deadline")
+
+
+def end_session(session: Session, deadline: object) -> None:
+    """End a session's transaction and close it (the request's, at teardown; a stream's, when it ends)."""
     left = deadlines.remaining() or 0.0
-    deadlines.disarm(g.pop("db_deadline"))
+    try:
+        deadlines.disarm(deadline)
+    except ValueError:
+        pass  # a stream ended in another context than the request's: nothing there to remove
     with deadlines.deadline(max(left, RELEASE_SECONDS), "ending the request's transaction"):
         try:
             # Past its deadline the request's connection has failed, or was never had: asking
