@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from southrock_api.admin import tokens
-from southrock_api.data.models import Course, Enrolment, Learner, RtopilotPush, WorkUnit
+from southrock_api.data.models import ApiToken, Course, Enrolment, Learner, RtopilotPush, WorkUnit
 from tests.test_import import BASE, ENROLMENTS_HEADER, counts, write_files
 
 LEARNERS_HEADER = "LR_ID,LR_FNAME,LR_SNAME,LR_EMAIL,ORG_CODE\n"
@@ -139,3 +139,23 @@ def test_the_mass_delete_rail_refuses_an_empty_extract_and_names_its_option(
     assert sch_ids(session) == {"S1", "S2", "S3"}
     assert "deleted 3 enrolments" in imported(runner, empty, "--full", "--max-delete", "100")
     assert sch_ids(session) == set()
+
+
+def test_a_revoked_token_goes_with_its_unit(runner: FlaskCliRunner, session: Session, tmp_path: Path) -> None:
+    imported(runner, write_files(tmp_path / "base", BASE))
+    issued = tokens.create_token(session, work_unit="UNIV-STUD-1", description="HR")
+    session.commit()
+    extract = {
+        "work_units.csv": "ORG_CODE,ORG_NAME,ORGGRP_CODE,PARENT_ORG_CODE\nUNIV-STUD,University – Students,UNI,\n",
+        "learners.csv": LEARNERS_HEADER + "john.student,John,Student,john.student@test.southrock.com,UNIV-STUD\n",
+        "enrolments.csv": ENROLMENTS_HEADER + "S1,john.student,INFCRTL_GRP3,COMPLETED,2017-01-19,100,100\n",
+    }
+    full = write_files(tmp_path / "full", extract)
+    assert refused(runner, full, "--full", "--max-delete", "100") == [
+        f"work_units.csv: ORG_CODE 'UNIV-STUD-1' is not in the file, so --full would delete it, but API token {issued.public_key!r} still refers to it"
+    ]
+    tokens.revoke_token(session, issued.public_key)
+    session.commit()
+    assert "1 work unit" in imported(runner, full, "--full", "--max-delete", "100")
+    session.expire_all()
+    assert session.scalar(select(ApiToken).where(ApiToken.public_key == issued.public_key)) is None

@@ -108,6 +108,8 @@ class Deletions:
         )
         if self.problems.found:
             return
+        self._delete(ApiToken.work_unit_id, list(work_units.values()))
+        self._delete(ApiToken.business_unit_id, list(business_units.values()))
         for kind, ids, column in (
             ("learners", learners, Learner.id),
             ("courses", courses, Course.id),
@@ -186,7 +188,11 @@ class Deletions:
             referring: dict[int, tuple[str, int]] = {}
             for start in range(0, len(ids), _PER_STATEMENT):
                 chunk = ids[start : start + _PER_STATEMENT]
-                for row_id, referrer in self.connection.execute(select(column, name).where(column.in_(chunk))):
+                query = select(column, name).where(column.in_(chunk))
+                if column.class_ is ApiToken:
+                    # A revoked token goes with its unit (the audit log keeps its story); a live one stays.
+                    query = query.where(ApiToken.revoked_at.is_(None))
+                for row_id, referrer in self.connection.execute(query):
                     if referrer in deleted_too:
                         continue
                     first, count = referring.get(row_id, (referrer, 0))
