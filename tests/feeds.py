@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from southrock_api.admin.tokens import IssuedToken
-from southrock_api.data.importer import import_directory
+from southrock_api.data.importer import ImportFailed, import_directory
 from southrock_api.data.models import BusinessUnit, WorkUnit
 from tests import factories
 from tests.apiclient import ApiClient
@@ -60,7 +60,10 @@ class Importer:
         directory.mkdir(parents=True)
         for name, content in files.items():
             (directory / name).write_text(content, encoding="utf-8", newline="")
-        import_directory(self.session, directory, retention_days=retention_days)
+        try:
+            import_directory(self.session, directory, retention_days=retention_days)
+        except ImportFailed as failed:
+            raise AssertionError("\n".join(failed.problems)) from None
 
 
 def tokens(session: Session, *codes: str) -> dict[str, IssuedToken]:

@@ -367,3 +367,14 @@ def test_a_page_may_end_on_the_scan_budget_with_fewer_rows_and_more_to_come(
     rest = read_changes(connection, corp, origin, end, first.cursor, 10, enrolment_row_format, budget=2)
     assert [change.sch_id for change in rest.changes] == ["S4"] and not rest.more and rest.cursor == end
 
+
+
+def test_a_token_from_beyond_the_newest_position_is_e3020(
+    apis: dict[str, ApiClient], session: Session
+) -> None:
+    """A database restored from before the token was issued: its copy is ahead of the log."""
+    connection = session.connection()
+    ahead = ChangesToken.start("B:EDU", None, None, None, last_position(connection) + 5).encode(seal_key(connection))
+    response = apis["EDU"].changes(since(ahead))
+    assert response.status_code == 410
+    assert response.get_json()["error"]["code"] == "E3020"

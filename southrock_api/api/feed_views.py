@@ -134,9 +134,12 @@ def enrolment_changes() -> Response:
     if token is None or token.scope != scope:
         # spec §13's wording; forged, truncated and other units' tokens alike, so none is told apart.
         raise ApiError(BAD_PARAMETER, f"Invalid parameter found: since, expected {SINCE_EXPECTATION}")
-    if token.origin < pruned_through(connection):
+    newest = last_position(connection)
+    # Below the pruned positions the log no longer says what changed; beyond the newest it never
+    # did (a database restored from before the token was issued): either way only a new snapshot helps.
+    if token.origin < pruned_through(connection) or max(token.cursor, token.end or 0) > newest:
         raise ApiError(CHANGES_EXPIRED)
-    end = token.end if token.end is not None else last_position(connection)
+    end = token.end if token.end is not None else newest
     orgcodes = list(token.orgcodes) if token.orgcodes is not None else None
     feed = FeedScope(
         scope,
