@@ -22,11 +22,13 @@ from southrock_api.admin.tokens import IssuedToken
 from southrock_api.apidocs.page import resolve_ref
 from southrock_api.api.errors import CATALOGUE
 from southrock_api.apidocs.texts import (
+    CHANGES_PATH,
     ENROLMENTS_PATH,
     HEADER_FIELD_COUNT_LIMIT,
     HEADER_FIELD_LIMIT,
     REQUEST_LINE_LIMIT,
     SERVER_REFUSALS,
+    SNAPSHOT_PATH,
     UNITS_PATH,
     WHOAMI_PATH,
 )
@@ -87,7 +89,7 @@ def _documented_headers(document: dict[str, Any], path: str, status: int) -> set
 def test_document_is_valid_openapi_3(document: dict[str, Any]) -> None:
     validate(document)
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH}
+    assert set(document["paths"]) == {WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH, SNAPSHOT_PATH, CHANGES_PATH}
 
 
 def test_served_bytes_are_what_openapi_spec_validator_reads(
@@ -217,7 +219,7 @@ def test_every_catalogue_code_is_documented(document: dict[str, Any]) -> None:
         assert response["description"].startswith(f"{error.code} {error.description}")
         example = document["components"]["examples"][error.code]["value"]
         assert example == {"error": {"message": error.description, "code": error.code}}
-    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH):
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH, SNAPSHOT_PATH, CHANGES_PATH):
         responses = _operation(document, path)["responses"]
         assert {"200", "304", "400", "401", "404", "429", "500"} <= set(responses)
         assert "E2030" in document["paths"][path]["description"]
@@ -238,7 +240,7 @@ def test_gunicorns_own_refusals_are_documented_on_every_operation(document: dict
     )
     assert config.get("limit_request_fields", LimitRequestFields.default) == HEADER_FIELD_COUNT_LIMIT
     assert [refusal.status for refusal in SERVER_REFUSALS] == [414, 431]
-    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH):
+    for path in (WHOAMI_PATH, ENROLMENTS_PATH, UNITS_PATH, SNAPSHOT_PATH, CHANGES_PATH):
         responses = _operation(document, path)["responses"]
         assert list(responses) == sorted(responses)
         for refusal in SERVER_REFUSALS:

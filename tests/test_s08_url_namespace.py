@@ -34,7 +34,8 @@ def test_unknown_endpoints_under_v1_are_e2020(client: FlaskClient, authorization
     response = client.get(path, headers={"Authorization": authorization})
     assert response.status_code == 404
     assert response.get_json()["error"] == {
-        "message": "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments and /api/v1/units",
+        "message": "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments, /api/v1/enrolments/snapshot, "
+        "/api/v1/enrolments/changes and /api/v1/units",
         "code": "E2020",
     }
 

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from southrock_api.api import errors
 
 
-def test_the_catalogue_is_the_spec_table() -> None:
+def test_the_catalogue_is_the_spec_table_and_the_feeds_expiry() -> None:
     assert [(e.status, e.code, e.description) for e in errors.CATALOGUE] == [
         (401, "E1010", "Authentication failed"),
         (400, "E1020", "Bad API token type"),
@@ -18,6 +18,8 @@ def test_the_catalogue_is_the_spec_table() -> None:
         (404, "E2020", "Endpoint not supported"),
         (404, "E2030", "HTTP request method not supported"),
         (400, "E3010", "Bad request parameter"),
+        # Beyond the spec's table: a changes token older than the change log's retention.
+        (410, "E3020", "Changes token expired: take a new snapshot"),
         (500, "E9010", "Internal Server Error"),
     ]
 

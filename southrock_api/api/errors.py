@@ -35,6 +35,9 @@ VERSION_NOT_SUPPORTED = ErrorCode("E2010", 404, "API Version not supported")
 ENDPOINT_NOT_SUPPORTED = ErrorCode("E2020", 404, "Endpoint not supported")
 METHOD_NOT_SUPPORTED = ErrorCode("E2030", 404, "HTTP request method not supported")
 BAD_PARAMETER = ErrorCode("E3010", 400, "Bad request parameter")
+# Beyond the spec's table (§18): a changes token older than the change log keeps (the feed's
+# retention, SOUTHROCK_CHANGES_RETENTION_DAYS). 410, because that position is gone for good.
+CHANGES_EXPIRED = ErrorCode("E3020", 410, "Changes token expired: take a new snapshot")
 INTERNAL_ERROR = ErrorCode("E9010", 500, "Internal Server Error")
 
 CATALOGUE = (
@@ -45,6 +48,7 @@ CATALOGUE = (
     ENDPOINT_NOT_SUPPORTED,
     METHOD_NOT_SUPPORTED,
     BAD_PARAMETER,
+    CHANGES_EXPIRED,
     INTERNAL_ERROR,
 )
 
@@ -77,7 +81,8 @@ def _not_found(path: str) -> ApiError:
             return ApiError(VERSION_NOT_SUPPORTED, "API Version not supported: use /api/v1")
     return ApiError(
         ENDPOINT_NOT_SUPPORTED,
-        "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments and /api/v1/units",
+        "Endpoint not supported: the endpoints are /api/v1, /api/v1/enrolments, /api/v1/enrolments/snapshot, "
+        "/api/v1/enrolments/changes and /api/v1/units",
     )
 
 

@@ -21,6 +21,9 @@ DEFAULT_START = 1
 MAX_START = 2**31 - 1
 MAX_ORGCODES = 1000
 MAX_VALUE_LENGTH = 256
+# GET /api/v1/enrolments/changes: change objects per page.
+DEFAULT_CHANGES_LIMIT = 500
+MAX_CHANGES_LIMIT = 5000
 
 MAX_QUERY_PAIRS = 2000
 MAX_QUERY_BYTES = 64 * 1024
@@ -173,6 +176,23 @@ class UnitQuerySchema(Schema):
     limit = StrictInteger(validate=validate.Range(min=1, max=MAX_LIMIT), load_default=DEFAULT_LIMIT)
 
 
+# The snapshot's filters are the list's, loaded by the list's own schema; it has no pages, so
+# `start`, `limit` and `after` are not its parameters (ignored like any unknown one, spec §5.1c).
+FILTERS = ("ORGCODES", "SDATE", "EDATE")
+
+
+class ChangesQuerySchema(Schema):
+    """Query parameters of GET /api/v1/enrolments/changes: the token to resume from and a page size."""
+
+    class Meta:
+        unknown = EXCLUDE  # spec §5.1c, as for the enrolments
+
+    since = fields.String(required=True, validate=validate.Length(min=1))
+    limit = StrictInteger(
+        validate=validate.Range(min=1, max=MAX_CHANGES_LIMIT), load_default=DEFAULT_CHANGES_LIMIT
+    )
+
+
 # What each parameter expects, in the words of the spec's example error (§13).
 EXPECTATIONS = {
     "ORGCODES": f"Work Unit code (1 to {MAX_VALUE_LENGTH} characters, at most {MAX_ORGCODES} values)",
@@ -181,6 +201,13 @@ EXPECTATIONS = {
     "start": f"Positive Integer no greater than {MAX_START}",
     "limit": f"Positive Integer no greater than {MAX_LIMIT}",
 }
+SINCE_EXPECTATION = "a changes token from X-Changes-Token issued to this token's unit"
+CHANGES_EXPECTATIONS = {
+    "since": SINCE_EXPECTATION,
+    "limit": f"Positive Integer no greater than {MAX_CHANGES_LIMIT}",
+}
+# The filters of a change feed are those of its snapshot, sealed into the token.
+FILTER_ON_CHANGES = "no value: the filters are those of the snapshot, carried by the changes token"
 # EDATE's expectation when the request also sent SDATE: only then can the range be out of order,
 # and only then does naming SDATE help.
 EDATE_WITH_SDATE = "Date YYYY-MM-DD on or after SDATE"
@@ -193,6 +220,11 @@ unit_query_schema = UnitQuerySchema()
 # repeated either, but not the schema's to load.
 _KNOWN = frozenset(enrolment_query_schema.fields) | {"after"}
 _KNOWN_FOR_UNITS = frozenset(unit_query_schema.fields)
+snapshot_query_schema = EnrolmentQuerySchema(only=FILTERS)
+changes_query_schema = ChangesQuerySchema()
+_KNOWN_FOR_SNAPSHOT = frozenset(FILTERS)
+# The filters are known names on /changes too: sent there, they are refused, never ignored.
+_KNOWN_FOR_CHANGES = frozenset(changes_query_schema.fields) | frozenset(FILTERS)
 
 
 @dataclass(frozen=True)
@@ -216,17 +248,38 @@ class PageQuery:
 
 
 @dataclass(frozen=True)
+class SnapshotQuery:
+    """The loaded parameters of GET /api/v1/enrolments/snapshot: the list's filters, no paging."""
+
+    orgcodes: list[str] | None
+    sdate: dt.date | None
+    edate: dt.date | None
+
+
+@dataclass(frozen=True)
+class ChangesQuery:
+    """The loaded parameters of GET /api/v1/enrolments/changes: the token (still sealed) and the page size."""
+
+    since: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class Parameters:
     """A request's query: its pairs in order (the Link header keeps them) and, for a list, their values."""
 
     pairs: list[tuple[str, str]]
     enrolments: EnrolmentQuery | None
     units: PageQuery | None = None
+    snapshot: SnapshotQuery | None = None
+    changes: ChangesQuery | None = None
 
 
-# The lists whose parameters `parse` loads; every other endpoint's query is decoded only (spec §10).
+# The endpoints whose parameters `parse` loads; every other endpoint's query is decoded only (spec §10).
 ENROLMENTS = "enrolments"
 UNITS = "units"
+SNAPSHOT = "snapshot"
+CHANGES = "changes"
 
 
 def parse(query_string: bytes, endpoint: str | None) -> Parameters:
@@ -236,7 +289,44 @@ def parse(query_string: bytes, endpoint: str | None) -> Parameters:
         return Parameters(pairs, load_enrolment_query(pairs))
     if endpoint == UNITS:
         return Parameters(pairs, None, load_unit_query(pairs))
+    if endpoint == SNAPSHOT:
+        return Parameters(pairs, None, snapshot=load_snapshot_query(pairs))
+    if endpoint == CHANGES:
+        return Parameters(pairs, None, changes=load_changes_query(pairs))
     return Parameters(pairs, None)
+
+
+def load_snapshot_query(pairs: list[tuple[str, str]]) -> SnapshotQuery:
+    """Load GET /api/v1/enrolments/snapshot's filters through the list's schema; E3010 as the list words it."""
+    arguments = to_arguments(pairs, REPEATABLE, _KNOWN_FOR_SNAPSHOT)
+    loaded = _load_filters(snapshot_query_schema, arguments)
+    return SnapshotQuery(loaded["ORGCODES"], loaded["SDATE"], loaded["EDATE"])
+
+
+def load_changes_query(pairs: list[tuple[str, str]]) -> ChangesQuery:
+    """Load GET /api/v1/enrolments/changes' parameters; E3010 for a filter, a missing `since` or a bad `limit`."""
+    arguments = to_arguments(pairs, REPEATABLE, _KNOWN_FOR_CHANGES)
+    for name in FILTERS:
+        if name in arguments:
+            raise _bad(name, FILTER_ON_CHANGES)
+    try:
+        loaded = changes_query_schema.load(arguments)
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        raise _bad(name, CHANGES_EXPECTATIONS.get(name, "a valid value")) from None
+    return ChangesQuery(loaded["since"], loaded["limit"])
+
+
+def _load_filters(schema: Schema, arguments: dict[str, object]) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = schema.load(arguments)
+    except ValidationError as error:
+        name = sorted(error.normalized_messages())[0]
+        expected = EXPECTATIONS.get(name, "a valid value")
+        if name == "EDATE" and "SDATE" in arguments:
+            expected = EDATE_WITH_SDATE
+        raise _bad(name, expected) from None
+    return loaded
 
 
 def load_unit_query(pairs: list[tuple[str, str]]) -> PageQuery:
@@ -253,14 +343,7 @@ def load_unit_query(pairs: list[tuple[str, str]]) -> PageQuery:
 def load_enrolment_query(pairs: list[tuple[str, str]]) -> EnrolmentQuery:
     """Load GET /api/v1/enrolments' parameters through EnrolmentQuerySchema; E3010 names the first bad one."""
     arguments = to_arguments(pairs, REPEATABLE, _KNOWN)
-    try:
-        loaded = enrolment_query_schema.load(arguments)
-    except ValidationError as error:
-        name = sorted(error.normalized_messages())[0]
-        expected = EXPECTATIONS.get(name, "a valid value")
-        if name == "EDATE" and "SDATE" in arguments:
-            expected = EDATE_WITH_SDATE
-        raise _bad(name, expected) from None
+    loaded = _load_filters(enrolment_query_schema, arguments)
     after = arguments.get("after")
     return EnrolmentQuery(
         loaded["ORGCODES"], loaded["SDATE"], loaded["EDATE"], loaded["start"], loaded["limit"],

@@ -31,7 +31,14 @@ from southrock_api.data.db import Database, Versions, begin_snapshot, get_databa
 # The endpoints whose parameters a schema loads (spec §12, §17.1.2); every endpoint's are decoded (spec §10).
 ENROLMENTS_ENDPOINT = "api.list_enrolments"
 UNITS_ENDPOINT = "api.list_units"
-_LISTS = {ENROLMENTS_ENDPOINT: parameters.ENROLMENTS, UNITS_ENDPOINT: parameters.UNITS}
+SNAPSHOT_ENDPOINT = "api.enrolment_snapshot"
+CHANGES_ENDPOINT = "api.enrolment_changes"
+_LISTS = {
+    ENROLMENTS_ENDPOINT: parameters.ENROLMENTS,
+    UNITS_ENDPOINT: parameters.UNITS,
+    SNAPSHOT_ENDPOINT: parameters.SNAPSHOT,
+    CHANGES_ENDPOINT: parameters.CHANGES,
+}
 
 
 def require_https() -> None:
@@ -62,17 +69,34 @@ def read_parameters(query_string: bytes, endpoint: str | None) -> Parameters | A
         return error
 
 
+def accepts_gzip() -> bool:
+    """Whether the request's Accept-Encoding allows gzip (RFC 9110 §12.5.3: `gzip`, `x-gzip` or `*`, q > 0)."""
+    encodings = request.accept_encodings
+    return max(encodings.quality("gzip"), encodings.quality("x-gzip")) > 0
+
+
+def representation(endpoint: str | None) -> str:
+    """The content coding the endpoint will answer with: its gzip and identity bodies are different representations."""
+    return "gzip" if endpoint == SNAPSHOT_ENDPOINT and accepts_gzip() else "identity"
+
+
 def entity_tag(
-    endpoint: str | None, data_version: str, principal: Principal, query: Parameters | ApiError
+    endpoint: str | None,
+    data_version: str,
+    principal: Principal,
+    query: Parameters | ApiError,
+    coding: str = "identity",
 ) -> str | None:
     """The response's ETag: the endpoint, the data, the token's scope and the parameters; None for a bad query."""
     if isinstance(query, ApiError):
         # No ETag, so no 304 (not even for `If-None-Match: *`): the view reports the error after
         # the request has been counted (RFC 9110 §13.2.1: preconditions apply to 2xx answers only).
         return None
-    # spec §5.1a: parameter order never matters, so it does not change the ETag either.
+    # spec §5.1a: parameter order never matters, so it does not change the ETag either. Every
+    # other parameter takes part: on /changes `since` and `limit`, so an unchanged feed (same
+    # token, no import since) answers 304 and a moved one never does.
     pairs = sorted((name, value) for name, value in query.pairs if name != "after")
-    return paging.fingerprint(endpoint, data_version, principal.unit_type, principal.unit_id, pairs)
+    return paging.fingerprint(endpoint, data_version, principal.unit_type, principal.unit_id, pairs, coding)
 
 
 def last_used_writer(
@@ -124,7 +148,7 @@ def authenticate_request() -> Response | None:
         versions,
         principal,
         query,
-        entity_tag(request.endpoint, versions.data, principal, query),
+        entity_tag(request.endpoint, versions.data, principal, query, representation(request.endpoint)),
         last_used_writer(get_database(), cache, versions, principal, now),
     )
     store(state)

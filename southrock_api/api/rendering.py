@@ -73,6 +73,13 @@ class RowRenderer:
 
     def json_array(self, rows: Iterable[Sequence[Any]]) -> str:
         """Encode rows of dumped values (in `keys` order) as a JSON array of objects."""
+        return "[" + ",".join(self._objects(rows)) + "]"
+
+    def json_lines(self, rows: Iterable[Sequence[Any]]) -> str:
+        """Encode rows of dumped values (in `keys` order) as JSON Lines: one object a line, each ended by a newline."""
+        return "".join(line + "\n" for line in self._objects(rows))
+
+    def _objects(self, rows: Iterable[Sequence[Any]]) -> list[str]:
         template = self._template
         parts = []
         for row in rows:
@@ -82,7 +89,7 @@ class RowRenderer:
             except TypeError:
                 values = tuple(json.dumps(value, ensure_ascii=False) for value in row)
             parts.append(template % values)
-        return "[" + ",".join(parts) + "]"
+        return parts
 
     def is_text(self, attribute: str) -> bool:
         """Whether the field copies str values unchanged (so they need no converter)."""
@@ -117,3 +124,20 @@ enrolment_renderer = RowRenderer(EnrolmentSchema())
 # What the report needs to write its rows as EnrolmentSchema dumps them (spec §17.1.4): checked
 # here, at import, so a field added to the schema that the report cannot supply fails at start.
 enrolment_row_format = enrolment_renderer.row_format(date="completed_on", score="score")
+UPSERT = "UPSERT"
+DELETE = "DELETE"
+# A change's keys: CHANGE, then the listing's keys in the listing's order, RNUM left out.
+CHANGE_KEYS = ("CHANGE", *(key for key in enrolment_renderer.keys if key != "RNUM"))
+_UPSERT_TEMPLATE = "{" + ",".join(encode_basestring(key).replace("%", "%%") + ":%s" for key in CHANGE_KEYS) + "}"
+_DELETE_TEMPLATE = '{"CHANGE":%s,"SCH_ID":%s}'
+
+
+def changes_json(changes: Iterable[tuple[str, Sequence[Any] | None]]) -> str:
+    """Encode (SCH_ID, row values without RNUM, or None for a deletion) as the JSON array of change objects."""
+    parts = []
+    for sch_id, row in changes:
+        if row is None:
+            parts.append(_DELETE_TEMPLATE % (encode_basestring(DELETE), encode_basestring(sch_id)))
+        else:
+            parts.append(_UPSERT_TEMPLATE % tuple(map(encode_basestring, (UPSERT, *row))))
+    return "[" + ",".join(parts) + "]"

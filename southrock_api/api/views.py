@@ -105,5 +105,7 @@ def _resume_point(text: str | None, fingerprint: str, start: int) -> SortKey | N
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint."""
+    """Register the blueprint, with the snapshot's and the change feed's routes (api.feed_views)."""
+    from southrock_api.api import feed_views  # noqa: F401  (its views are routes of bp)
+
     app.register_blueprint(bp)

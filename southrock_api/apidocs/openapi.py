@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from apispec import APISpec
@@ -17,6 +18,7 @@ from southrock_api.api.errors import (
     ErrorCode,
 )
 from southrock_api.api.parameters import (
+    ChangesQuerySchema,
     DEFAULT_LIMIT,
     EDATE_WITH_SDATE,
     EXPECTATIONS,
@@ -25,12 +27,18 @@ from southrock_api.api.parameters import (
     StrictDate,
     StrictInteger,
     UnitQuerySchema,
+    snapshot_query_schema,
 )
 from southrock_api.api.rendering import BusinessUnitSchema, EnrolmentSchema, UnitSchema, WorkUnitSchema
 from southrock_api.apidocs.texts import (
+    CHANGES_DESCRIPTION,
+    CHANGES_OPERATION_ERRORS,
+    CHANGES_PARAMETER_DESCRIPTIONS,
+    CHANGES_PATH,
     DATE_PATTERN,
     ENROLMENTS_PATH,
     ERROR_CIRCUMSTANCES,
+    EXAMPLE_CHANGES,
     EXAMPLE_ROW,
     EXAMPLE_UNITS,
     OPENAPI_VERSION,
@@ -44,6 +52,9 @@ from southrock_api.apidocs.texts import (
     SECURITY_SCHEME,
     SERVER_REFUSALS,
     SERVER_REFUSAL_BODY,
+    SNAPSHOT_DESCRIPTION,
+    SNAPSHOT_PATH,
+    NDJSON,
     UNITS_PATH,
     WHOAMI_PATH,
     headers,
@@ -213,7 +224,7 @@ def _not_modified() -> dict[str, Any]:
     }
 
 
-def _query_parameters(spec: APISpec, schema: type[Schema], row: str, rows: str) -> list[dict[str, Any]]:
+def _query_parameters(spec: APISpec, schema: type[Schema] | Schema, row: str, rows: str) -> list[dict[str, Any]]:
     """A list's query parameters, converted by the marshmallow plugin from its schema."""
     plugin: MarshmallowPlugin = next(p for p in spec.plugins if isinstance(p, MarshmallowPlugin))
     assert plugin.converter is not None
@@ -249,6 +260,34 @@ def _enrolment_query_parameters(spec: APISpec) -> list[dict[str, Any]]:
     return parameters
 
 
+def _changes_query_parameters(spec: APISpec) -> list[dict[str, Any]]:
+    """The change feed's parameters: the token to resume from, and its own page size."""
+    plugin: MarshmallowPlugin = next(p for p in spec.plugins if isinstance(p, MarshmallowPlugin))
+    assert plugin.converter is not None
+    parameters = plugin.converter.schema2parameters(ChangesQuerySchema, location="query")
+    for parameter in parameters:
+        parameter["description"] = CHANGES_PARAMETER_DESCRIPTIONS[parameter["name"]]
+        if parameter["schema"].get("type") == "string":
+            parameter["schema"]["pattern"] = QUERY_TEXT_PATTERN
+    return parameters
+
+
+def _change_schema() -> dict[str, Any]:
+    """A change object: CHANGE first, then (for an UPSERT) the listing's properties without RNUM."""
+    enrolment = "#/components/schemas/Enrolment/properties/"
+    keys = [name for name in EnrolmentSchema().dump_fields if name != "RNUM"]
+    return {
+        "type": "object",
+        "description": "One enrolment's change since the token: UPSERT with its row now (the listing's "
+        "properties in the listing's order, without RNUM), or DELETE with its SCH_ID only.",
+        "required": ["CHANGE", "SCH_ID"],
+        "properties": {
+            "CHANGE": {"type": "string", "enum": ["UPSERT", "DELETE"]},
+            **{name: {"$ref": enrolment + name} for name in keys},
+        },
+    }
+
+
 def _description(policy: str) -> str:
     codes = "\n".join(
         f"| {error.status} | {error.code} | {error.description} | {ERROR_CIRCUMSTANCES[error.code]} |"
@@ -280,12 +319,17 @@ def _description(policy: str) -> str:
 
 
 def _operation(
-    summary: str, description: str, tag: str, ok: dict[str, Any], parameters: list[dict[str, Any]]
+    summary: str,
+    description: str,
+    tag: str,
+    ok: dict[str, Any],
+    parameters: list[dict[str, Any]],
+    errors: tuple[ErrorCode, ...] = OPERATION_ERRORS,
 ) -> dict[str, Any]:
     responses = {
         "200": ok,
         "304": _not_modified(),
-        **_error_responses(OPERATION_ERRORS),
+        **_error_responses(errors),
         **_server_refusal_responses(),
     }
     return {
@@ -432,6 +476,63 @@ def build_document(rate_limit: str) -> dict[str, Any]:
                 "listEnrolments",
                 enrolments_ok,
                 _enrolment_query_parameters(spec),
+            )
+        },
+    )
+    snapshot_ok = {
+        "description": "Every completed enrolment the token sees, one JSON object a line in the "
+        'listing\'s order, then the closing record `{"END":true,"ROWS":n}`.',
+        "headers": _header_refs("ETag", "X-Changes-Token", "Vary", "Content-Encoding"),
+        "content": {
+            NDJSON: {
+                "schema": {"type": "string"},
+                "example": json.dumps(EXAMPLE_ROW, separators=(",", ":")) + "\n"
+                + '{"END":true,"ROWS":1}\n',
+            }
+        },
+    }
+    spec.path(
+        path=SNAPSHOT_PATH,
+        description=OTHER_METHODS_NOTE,
+        operations={
+            "get": _operation(
+                "Stream every completed enrolment (snapshot)",
+                SNAPSHOT_DESCRIPTION,
+                "enrolmentSnapshot",
+                snapshot_ok,
+                _query_parameters(spec, snapshot_query_schema, "enrolment", "enrolments"),
+            )
+        },
+    )
+    spec.components.schema("Change", _change_schema())
+    changes_ok = {
+        "description": "The changes since the token, at most `limit`, each enrolment once per round.",
+        "headers": {
+            **_header_refs("ETag", "X-Changes-Token"),
+            "Link": {
+                "description": 'RFC 8288: `<...>; rel="next"` while more changes of this round remain; '
+                "absent once the copy is up to date.",
+                "schema": {"type": "string"},
+            },
+        },
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Change"}},
+                "example": EXAMPLE_CHANGES,
+            }
+        },
+    }
+    spec.path(
+        path=CHANGES_PATH,
+        description=OTHER_METHODS_NOTE,
+        operations={
+            "get": _operation(
+                "Changes since a changes token",
+                CHANGES_DESCRIPTION,
+                "enrolmentChanges",
+                changes_ok,
+                _changes_query_parameters(spec),
+                CHANGES_OPERATION_ERRORS,
             )
         },
     )

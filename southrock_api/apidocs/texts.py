@@ -9,19 +9,30 @@ from southrock_api.api.errors import (
     AUTHENTICATION_FAILED,
     BAD_PARAMETER,
     BAD_TOKEN_TYPE,
+    CHANGES_EXPIRED,
     ENDPOINT_NOT_SUPPORTED,
     INTERNAL_ERROR,
     METHOD_NOT_SUPPORTED,
     RATE_LIMITED,
     VERSION_NOT_SUPPORTED,
 )
-from southrock_api.api.parameters import DEFAULT_LIMIT, MAX_LIMIT
+from southrock_api.api.parameters import (
+    CHANGES_EXPECTATIONS,
+    DEFAULT_CHANGES_LIMIT,
+    DEFAULT_LIMIT,
+    FILTER_ON_CHANGES,
+    MAX_CHANGES_LIMIT,
+    MAX_LIMIT,
+)
 
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "basicAuth"
 WHOAMI_PATH = "/api/v1"
 ENROLMENTS_PATH = "/api/v1/enrolments"
 UNITS_PATH = "/api/v1/units"
+SNAPSHOT_PATH = "/api/v1/enrolments/snapshot"
+CHANGES_PATH = "/api/v1/enrolments/changes"
+NDJSON = "application/x-ndjson"
 # Year 0000 is no date a parameter takes (Python's dates, and the spec's, start at year 1).
 DATE_PATTERN = r"^(?!0000)\d{4}-\d{2}-\d{2}$"
 # spec §10 and parameters._decode: printable characters (no C0 or C1 control) that UTF-8 encodes in
@@ -85,6 +96,44 @@ PROPERTY_DESCRIPTIONS = {
     "of the data matches a corrected row to the one it holds by this property.",
 }
 PROPERTY_PATTERNS = {"RNUM": r"^[1-9][0-9]*$"}
+CHANGES_PARAMETER_DESCRIPTIONS = {
+    "since": "The changes token of the last response: the `X-Changes-Token` of a snapshot (GET "
+    "/api/v1/enrolments/snapshot) or of the previous page of changes. Opaque and sealed; it carries "
+    "the snapshot's filters (ORGCODES, SDATE, EDATE) and the token's unit. Required. A missing, "
+    "edited or truncated one, or one issued to another unit's token, answers 400 E3010 "
+    f'"Invalid parameter found: since, expected {CHANGES_EXPECTATIONS["since"]}"; one older than the '
+    "change log keeps answers 410 E3020: take a new snapshot.",
+    "limit": f"The most change objects on the page, at most {MAX_CHANGES_LIMIT} (default "
+    f"{DEFAULT_CHANGES_LIMIT}). Invalid values answer 400 E3010 "
+    f'"Invalid parameter found: limit, expected {CHANGES_EXPECTATIONS["limit"]}". ORGCODES, SDATE '
+    f'and EDATE are refused here (400 E3010, "expected {FILTER_ON_CHANGES}").',
+}
+SNAPSHOT_DESCRIPTION = (
+    "Streams every completed enrolment the token sees, with the same filters as GET "
+    "/api/v1/enrolments (ORGCODES, SDATE, EDATE; `start`, `limit` and `after` are not parameters "
+    "here and are ignored), as JSON Lines (`application/x-ndjson`): one object a line, each exactly "
+    "the listing's row (same properties in the same order, RNUM the row number the listing gives "
+    'it), in the listing\'s order, then a last line `{"END":true,"ROWS":n}`. A stream without that '
+    "closing record was cut: take the snapshot again. gzip-compressed (`Content-Encoding: gzip`) "
+    "when Accept-Encoding allows it. `X-Changes-Token` is the changes token of the very same "
+    "snapshot: pass it as `since` to GET /api/v1/enrolments/changes to keep the copy exact. One "
+    "request against the site's rate limit, however many rows."
+)
+CHANGES_DESCRIPTION = (
+    "Returns what changed since a changes token, for the token's unit and the filters of the "
+    "snapshot the token comes from: for each enrolment changed since, once, either "
+    '`{"CHANGE":"UPSERT", ...}` with every property of its row now (the listing\'s properties in the '
+    'listing\'s order, without RNUM) or `{"CHANGE":"DELETE","SCH_ID":...}` when the token no longer '
+    "sees it (it was deleted, is no longer completed, its date left the filter, or its learner or "
+    "Work Unit moved out of what the token sees). A copy built from a snapshot and then the "
+    "changes, applied in order by SCH_ID, equals the listing. Enrolments the token never saw are "
+    "never mentioned. Send the response's `X-Changes-Token` as `since` next; while the `Link` "
+    "header has a `next` link, more changes of this round remain: follow it. A page may hold "
+    "fewer than `limit` changes, even none, while a `next` link is present (the server scans a "
+    "bounded number of changes per request). Without a `next` link the copy is up to date: an "
+    "empty array and the token to poll with next; polling with If-None-Match answers 304 (and "
+    "spends no rate limit) until an import has run."
+)
 EXAMPLE_UNITS = [
     {"ORG_CODE": "UNIV", "ORG_NAME": "University", "ORGGRP_CODE": "EDU", "PARENT_ORG_CODE": None},
     {"ORG_CODE": "UNIV-STUD", "ORG_NAME": "University - Students", "ORGGRP_CODE": "EDU", "PARENT_ORG_CODE": "UNIV"},
@@ -103,6 +152,10 @@ EXAMPLE_ROW = {
     "RNUM": "1",
     "SCH_ID": "SCH-000123",
 }
+EXAMPLE_CHANGES = [
+    {"CHANGE": "UPSERT", **{key: value for key, value in EXAMPLE_ROW.items() if key != "RNUM"}},
+    {"CHANGE": "DELETE", "SCH_ID": "SCH-000124"},
+]
 # Every code an endpoint's path can answer with (spec §13, §18), listed on its GET operation:
 # E2020 (plain HTTP where HTTPS is required, an unknown host name) and E2030 (any other method on
 # the path, which OpenAPI has no operation for) are both 404s of the endpoint. E2010 is left out:
@@ -116,6 +169,8 @@ OPERATION_ERRORS = (
     RATE_LIMITED,
     INTERNAL_ERROR,
 )
+# The change feed answers these too: a token older than the change log keeps.
+CHANGES_OPERATION_ERRORS = (*OPERATION_ERRORS, CHANGES_EXPIRED)
 ERROR_CIRCUMSTANCES = {
     AUTHENTICATION_FAILED.code: "No Authorization header, credentials that are not Base64 "
     "`public:private`, or an unknown, revoked, expired or wrong key.",
@@ -132,6 +187,9 @@ ERROR_CIRCUMSTANCES = {
     "ORGCODES), not UTF-8, or holds control characters or characters beyond three UTF-8 bytes; "
     "or a known parameter's name in disguise (other letter case, `ORGCODES[]`, spaces), which "
     "would otherwise be ignored like any unknown parameter.",
+    CHANGES_EXPIRED.code: "GET /api/v1/enrolments/changes with a changes token older than the "
+    "change log keeps (SOUTHROCK_CHANGES_RETENTION_DAYS after the import that wrote it): take a "
+    "new snapshot (GET /api/v1/enrolments/snapshot) and follow its token.",
     INTERNAL_ERROR.code: "An unexpected failure; the message never carries details.",
 }
 
@@ -237,6 +295,17 @@ def headers(policy: str) -> dict[str, dict[str, Any]]:
             "client walking the pages should read the result again if it changes on the way.",
             required=True,
         ),
+        "X-Changes-Token": header(
+            {"type": "string"},
+            "The changes token for what this response brought the copy to: send it as `since` to "
+            "GET /api/v1/enrolments/changes. Opaque and sealed.",
+            required=True,
+        ),
+        "Content-Encoding": header(
+            {"type": "string", "enum": ["gzip"]},
+            "gzip when the request's Accept-Encoding allows it; absent otherwise.",
+        ),
+        "Vary": header({"type": "string"}, "Accept-Encoding: the body's coding follows it.", required=True),
         "WWW-Authenticate": header(
             {"type": "string"}, "The Basic challenge, so a browser asks for the keys (spec §6)."
         ),

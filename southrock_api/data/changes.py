@@ -64,7 +64,8 @@ class Trees:
         def bu_chain(bu_id: int) -> list[str]:
             found = bu_chains.get(bu_id)
             if found is None:
-                found, node, seen = [], bu_id, set()
+                found, seen = [], set()
+                node: int | None = bu_id
                 while node is not None and node not in seen:  # the importer refuses cycles; never loop
                     seen.add(node)
                     code, parent = self.business_units[node]

@@ -203,18 +203,24 @@ unit_counts = _CountCache()
 
 
 def _plan(
-    units: list[WorkUnitInfo], sizes: list[int], ends: list[int], start: int, limit: int, after: SortKey | None
+    units: list[WorkUnitInfo],
+    sizes: list[int],
+    ends: list[int],
+    start: int,
+    limit: int,
+    after: SortKey | None,
+    max_units: int | None = None,
 ) -> list[_Slice]:
-    """Split rows start..start+limit-1 into per-unit slices using the units' row counts."""
+    """Split rows start..start+limit-1 into per-unit slices using the units' row counts (at most max_units slices)."""
     index = bisect_right(ends, start - 1)  # the unit holding row `start`
     if index == len(units):
         return []
     skip = start - 1 - (ends[index - 1] if index else 0)
     # A cursor for row start-1 in the same unit seeks to it instead of skipping `skip` rows.
     resume = after if after is not None and units[index].code == after.org_code else None
-    slices = []
+    slices: list[_Slice] = []
     remaining = limit
-    while index < len(units) and remaining:
+    while index < len(units) and remaining and (max_units is None or len(slices) < max_units):
         take = min(sizes[index] - skip, remaining)
         if take > 0:
             slices.append(_Slice(units[index], 0 if resume else skip, take, resume))
@@ -395,6 +401,12 @@ def _writer(row_format: RowFormat) -> _Writer:
     return _Writer(memo(date_text), memo(score_text), pick)
 
 
+def converters(row_format: RowFormat) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """The format's date and score converters for raw values as the database returns them, memoised."""
+    writer = _writer(row_format)
+    return writer.date_text, writer.score_text
+
+
 def fetch_page(
     session: Session,
     data_version: str,
@@ -406,17 +418,20 @@ def fetch_page(
     units_key: Hashable | None = None,
     *,
     row_format: RowFormat,
+    max_units: int | None = None,
 ) -> Page:
     """Return rows start..start+limit-1 (1-based) of the report over these units, written in row_format.
 
     `after`, when given, must be the sort key of row start-1: the page then
     resumes from it by index seek instead of skipping start-1 rows. `units_key`,
     when given, must identify the unit list within the data version (the token's
-    unit and ORGCODES do): the units' running totals are then cached under it.
+    unit and ORGCODES do): the units' running totals are then cached under it. `max_units`
+    bounds the work units (the statement's arms) one page reads: a page then ends early, at the
+    end of its last unit's slice (SQLite allows 500 arms in one compound statement).
     """
     sizes, ends = unit_counts.layout(session, data_version, filters, units, units_key)
     total = ends[-1] if ends else 0
-    slices = _plan(units, sizes, ends, start, limit, after)
+    slices = _plan(units, sizes, ends, start, limit, after, max_units)
     if not slices:
         return Page([], total, None)
     raw = _page_rows(session.connection(), slices, filters)
