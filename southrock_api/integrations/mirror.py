@@ -112,7 +112,8 @@ class Filters:
 
     def admits(self, record: EnrolmentRecord) -> bool:
         """Whether the listing with these filters holds this row (ORGCODES matches ORG_CODE exactly)."""
-        # The change feed is the token's whole feed: a row that left the filters comes as an UPSERT.
+        # The site narrows the feed to the filters its snapshot was taken with (they travel in the
+        # token); narrowing here too keeps the copy exact should a row that left them come as an UPSERT.
         if self.orgcodes is not None and record.org_code not in self.orgcodes:
             return False
         if (self.sdate or self.edate) and record.sch_aedate is None:
