@@ -189,6 +189,25 @@ def test_the_mirror_works_with_sqlalchemy_and_without_the_rest_of_the_servers_pa
     assert result.stdout == f"took a new snapshot: there was no local copy yet\nupserted {ROWS}, deleted 0\n"
 
 
+@pytest.mark.e2e
+def test_southrock_mirror_copies_the_real_site_without_the_servers_packages_or_settings(site: tuple[str, str, str], tmp_path: Path) -> None:
+    """`southrock-mirror` against the site's own snapshot, then `southrock mirror` (the group's) on the same copy."""
+    url, public_key, private_key = site
+    blocked = tuple(name for name in SERVER_PACKAGES if name not in MIRROR_PACKAGES)
+    env = {"SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
+    database = f"sqlite:///{tmp_path / 'copy.sqlite'}"
+    code = "from southrock_api.integrations.mirror import main\nsys.argv[0] = 'southrock-mirror'\ntry:\n    main()\nexcept SystemExit as end:\n    assert end.code in (0, None), end.code\n"
+    result = run_alone(code, database, "--url", url, "--no-progress", env=env, blocked=blocked)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"took a new snapshot: there was no local copy yet\nupserted {ROWS}, deleted 0\n"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("SOUTHROCK_")}
+    southrock = str(Path(sys.executable).with_name("southrock"))
+    command = [southrock, "mirror", database, "--url", url, "--no-progress"]
+    again = subprocess.run(command, env={**environment, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "upserted 0, deleted 0\n"
+
+
 def test_the_export_command_says_how_to_run_it() -> None:
     result = run_alone("from southrock_api.integrations.export import main\nsys.argv[0] = 'southrock-export'\ntry:\n    main()\nexcept SystemExit as end:\n    assert end.code == 0\n", "--help")
     assert result.returncode == 0, result.stderr

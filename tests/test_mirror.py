@@ -263,8 +263,10 @@ def test_the_command_defaults_to_a_sqlite_file_in_the_working_directory(feed: Fa
     [
         ([], "E1010: invalid credentials"),
         (["postgresql+nodriver://u:database-secret@h/db"], "the local database"),
+        (["sqlite:////nonexistent-directory/copy.sqlite"], "unable to open database file"),
+        (["postgresql+pg8000://u:database-secret@h/db"], "needs a driver that is not installed (pg8000)"),
     ],
-    ids=["api-error", "database-error"],
+    ids=["api-error", "unknown-dialect", "database-error", "driver-missing"],
 )
 def test_the_command_fails_in_one_line_without_the_keys(feed: FakeFeed, local: str, arguments: list[str], expected: str) -> None:
     env = {"SOUTHROCK_PUBLIC_KEY": PUBLIC_KEY, "SOUTHROCK_PRIVATE_KEY": "srsk_the-wrong-secret"}

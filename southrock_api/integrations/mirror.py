@@ -355,6 +355,12 @@ def mirror_command(
         raise click.ClickException(f"mirror failed, {_shown(database_url)} is as of its last stored change: {error}") from None
     except SQLAlchemyError as error:
         raise click.ClickException(f"the local database {_shown(database_url)} failed: {_database_problem(error)}") from None
+    except ImportError as missing:
+        # The URL names a driver that is not installed (postgresql:// means psycopg2).
+        raise click.ClickException(
+            f"the local database {_shown(database_url)} needs a driver that is not installed ({missing.name}): "
+            "install it, or name an installed one in the URL (e.g. postgresql+psycopg://)"
+        ) from None
     if result.snapshot_taken:
         click.echo(f"took a new snapshot: {result.reason}")
     click.echo(f"upserted {result.upserted}, deleted {result.deleted}")
