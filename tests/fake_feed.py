@@ -49,6 +49,7 @@ class FakeFeed:
         self.forgotten_through = 0  # tokens before this position answer 410
         self.cut_snapshot_after: int | None = None  # whole rows sent before the stream is cut mid-row
         self.snapshot_rows_claimed: int | None = None  # a closing record with this ROWS instead of the count
+        self.after_the_end: list[bytes] = []  # lines sent after the closing record
         self.requests: list[str] = []  # paths with queries, in arrival order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -91,7 +92,7 @@ class FakeFeed:
             cut = self.cut_snapshot_after
             return [*lines[:cut], *(line[: len(line) // 2] for line in lines[cut : cut + 1])], token
         claimed = len(lines) if self.snapshot_rows_claimed is None else self.snapshot_rows_claimed
-        return [*lines, json.dumps({"END": True, "ROWS": claimed}).encode() + b"\n"], token
+        return [*lines, json.dumps({"END": True, "ROWS": claimed}).encode() + b"\n", *self.after_the_end], token
 
     def _changes(self, query: dict[str, list[str]]) -> tuple[int, object, dict[str, str]]:
         since = int(query.get("since", ["0"])[0])

@@ -167,23 +167,24 @@ def test_changes_the_site_no_longer_keeps_take_a_new_snapshot_and_say_so(feed: F
 
 
 @pytest.mark.parametrize(
-    ("cut_after", "claimed", "message"),
+    ("cut_after", "claimed", "after_the_end", "message"),
     [
-        (3, None, "cut after 3 rows"),
-        (0, None, "cut after 0 rows"),
-        (None, 4, "closed with ROWS 4 after 5 rows"),
+        (3, None, [], "cut after 3 rows"),
+        (0, None, [], "cut after 0 rows"),
+        (None, 4, [], "closed with ROWS 4 after 5 rows"),
+        (None, None, [b'{"END": true, "ROWS": 5}\n'], "rows after its closing record"),
     ],
-    ids=["mid-row", "before-any-row", "wrong-count"],
+    ids=["mid-row", "before-any-row", "wrong-count", "lines-after-the-end"],
 )
 def test_a_cut_snapshot_is_refused_and_the_copy_kept(
-    feed: FakeFeed, local: str, cut_after: int | None, claimed: int | None, message: str
+    feed: FakeFeed, local: str, cut_after: int | None, claimed: int | None, after_the_end: list[bytes], message: str
 ) -> None:
     with client_of(feed) as client:
         mirror(client, local)
         before = copied(local)
         feed.put(row("S2", LR_FNAME="Changed"))
         feed.forgotten_through = 6
-        feed.cut_snapshot_after, feed.snapshot_rows_claimed = cut_after, claimed
+        feed.cut_snapshot_after, feed.snapshot_rows_claimed, feed.after_the_end = cut_after, claimed, after_the_end
         with pytest.raises(IncompleteSnapshot, match=message):
             mirror(client, local)
     assert copied(local) == before and stored_token(local) == "5"
