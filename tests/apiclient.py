@@ -13,6 +13,8 @@ from southrock_api.admin.tokens import IssuedToken
 WHOAMI = "/api/v1"
 ENROLMENTS = "/api/v1/enrolments"
 UNITS = "/api/v1/units"
+SNAPSHOT = "/api/v1/enrolments/snapshot"
+CHANGES = "/api/v1/enrolments/changes"
 
 
 def basic(credentials: str | bytes) -> str:
@@ -53,3 +55,11 @@ class ApiClient:
     def units(self, query: str = "", **kwargs: Any) -> TestResponse:
         """GET /api/v1/units?query (the work units the token sees)."""
         return self.get(UNITS, query, **kwargs)
+
+    def snapshot(self, query: str = "", **kwargs: Any) -> TestResponse:
+        """GET /api/v1/enrolments/snapshot?query (every row, as JSON Lines)."""
+        return self.get(SNAPSHOT, query, **kwargs)
+
+    def changes(self, query: str = "", **kwargs: Any) -> TestResponse:
+        """GET /api/v1/enrolments/changes?query (the changes since a changes token)."""
+        return self.get(CHANGES, query, **kwargs)

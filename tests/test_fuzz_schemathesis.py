@@ -71,8 +71,15 @@ def test_every_operation_behaves_as_documented(
     results = list(schema.get_all_operations())
     assert not [result.err() for result in results if isinstance(result, Err)]
     operations = [result.ok() for result in results if isinstance(result, Ok)]
-    assert {operation.path for operation in operations} == {"/api/v1", "/api/v1/enrolments", "/api/v1/units"}
+    assert {operation.path for operation in operations} == {
+        "/api/v1", "/api/v1/enrolments", "/api/v1/units", "/api/v1/enrolments/snapshot", "/api/v1/enrolments/changes"
+    }
     for operation in operations:
+        checks = [*CONFORMANCE, *EXTRA_CHECKS[mode]]
+        if operation.path == "/api/v1/enrolments/changes" and mode is GenerationMode.POSITIVE:
+            # `since` is valid only as the API sealed it: any text the schema allows is refused
+            # (E3010, as documented), so a well-formed request is not always an accepted one.
+            checks = [*CONFORMANCE]
         if mode is GenerationMode.NEGATIVE and not len(operation.query):
             continue  # free-form headers only: nothing there can be made schema-violating
 
@@ -86,10 +93,8 @@ def test_every_operation_behaves_as_documented(
         def check(case: schemathesis.Case) -> None:
             if mode is GenerationMode.POSITIVE:
                 _put_dates_in_order(case)
-            case.call_and_validate(
-                headers={"Authorization": authorization},
-                checks=[*CONFORMANCE, *EXTRA_CHECKS[mode]],
-            )
+            # Called below, in this iteration: `checks` is this operation's.
+            case.call_and_validate(headers={"Authorization": authorization}, checks=checks)  # noqa: B023
 
         check()
 
