@@ -376,13 +376,15 @@ def test_the_whoami_example_names_the_tokens_unit(served: Served, language: str)
     assert issued.unit_code in result.stdout and "ORG_NAME" in result.stdout
 
 
-@pytest.mark.parametrize("anchor", ["whoami", "listUnits", "listEnrolments"])
+@pytest.mark.parametrize("anchor", ["whoami", "listUnits", "listEnrolments", COPY_ANCHOR])
 @pytest.mark.parametrize("language", ["curl", "python", "node"])
-def test_the_examples_stop_with_the_apis_error_code(served: Served, language: str, anchor: str) -> None:
+def test_the_examples_stop_with_the_apis_error_code(served: Served, language: str, anchor: str, tmp_path: Path) -> None:
     """A wrong key: a non-zero exit with the status, E-code and message, not a bare HTTP error (spec §13)."""
     issued = served.tokens["business_unit"]
     page = requests.get(served.base_url + "/docs", timeout=10).text
-    result = _run(language, _example(page, anchor, language), issued.public_key, "srsk_not-the-private-key")
+    code = _example(page, anchor, language)
+    result = _run(language, code, issued.public_key, "srsk_not-the-private-key", cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the copy loop wrote no copy
     assert result.returncode != 0
     if language == "curl":
         # As far as curl goes: the status and the API's error object.
@@ -655,7 +657,7 @@ class _CopySite(BaseHTTPRequestHandler):
     cut = False
     throttled = False
     served = 0
-    ROW = {"SCH_ID": "S1", "LR_ID": "A", "SCH_SCORE": "90.00", "RNUM": "1"}
+    ROW = {"SCH_ID": "S1", "LR_ID": "A", "LR_SNAME": "García", "SCH_SCORE": "90.00", "RNUM": "1"}
 
     def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
         path = urlsplit(self.path).path
@@ -668,7 +670,8 @@ class _CopySite(BaseHTTPRequestHandler):
             self.send_header("Retry-After", "1")
         elif path.endswith("/snapshot"):
             lines = [self.ROW] if self.cut else [self.ROW, {"END": True, "ROWS": 1}]
-            body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            # UTF-8 as the API writes it (spec §10), under a type that names no charset.
+            body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.send_header("X-Changes-Token", "fresh")
