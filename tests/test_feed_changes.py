@@ -360,8 +360,9 @@ def test_a_page_may_end_on_the_scan_budget_with_fewer_rows_and_more_to_come(
     end = last_position(connection)
     corp_id = session.scalar(select(BusinessUnit.id).where(BusinessUnit.code == "CORP"))
     assert corp_id is not None
-    units = hierarchy(session, read_versions(session).data).visible("business_unit", corp_id, None)
-    corp = FeedScope("B:CORP", None, units, Filters())
+    data_version = read_versions(session).data
+    units = hierarchy(session, data_version).visible("business_unit", corp_id, None)
+    corp = FeedScope("B:CORP", None, units, Filters(), data_version)
     first = read_changes(connection, corp, origin, end, origin, 10, enrolment_row_format, budget=2)
     assert first.changes == [] and first.more and origin < first.cursor < end
     rest = read_changes(connection, corp, origin, end, first.cursor, 10, enrolment_row_format, budget=2)

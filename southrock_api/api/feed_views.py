@@ -146,6 +146,7 @@ def enrolment_changes() -> Response:
         frozenset(orgcodes) if orgcodes is not None else None,
         hierarchy(session, state.versions.data).visible(principal.unit_type, principal.unit_id, orgcodes),
         Filters(token.sdate, token.edate),
+        state.versions.data,
     )
     page = read_changes(connection, feed, token.origin, end, token.cursor, query.limit, enrolment_row_format)
     following = token.following(end, page.cursor).encode(key)

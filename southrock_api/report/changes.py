@@ -31,12 +31,13 @@ SCAN_BUDGET = 50_000
 
 @dataclass(frozen=True)
 class FeedScope:
-    """What a token's copy holds: its scope ("B:code"/"W:code"), its ORGCODES, the units it sees now, its dates."""
+    """What a token's copy holds: its scope ("B:code"/"W:code"), its ORGCODES, the units it sees now, its dates; and the data version read."""
 
     scope: str
     orgcodes: frozenset[str] | None
     units: list[WorkUnitInfo]
     filters: Filters
+    data_version: str  # of the request's snapshot: what the units and the cached unit paths are of
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,12 @@ _PATHS_SINCE = select(EnrolmentChange.sch_id, EnrolmentChange.units_before, Enro
 )
 _UNIT_PATHS = select(UnitPath.id, UnitPath.units).where(UnitPath.id.in_(bindparam("ids", expanding=True)))
 
-# unit_paths rows are never changed or deleted: each is read once per process.
+# unit_paths rows are never changed or deleted, so each is read once per process; the cache
+# is kept for one data version at a time all the same: a database restored from a backup (or a
+# test rolled back) may give an id to another path.
 _paths: dict[int, UnitPathInfo] = {}
+_paths_version: list[str] = [""]
 _paths_lock = threading.Lock()
-
 
 def _candidates(connection: Connection, after: int, end: int, take: int) -> list[tuple[int, str]]:
     rows = connection.execute(_CANDIDATES, {"after": after, "end": end, "take": take})
@@ -116,20 +119,28 @@ def _current_rows(connection: Connection, sch_ids: list[str], filters: Filters) 
     return [tuple(row) for row in connection.execute(query, {"sch_ids": sch_ids})]
 
 
-def unit_paths(connection: Connection, ids: set[int]) -> dict[int, UnitPathInfo]:
+def unit_paths(connection: Connection, ids: set[int], data_version: str) -> dict[int, UnitPathInfo]:
     """The unit paths with these ids, read from the database only the first time each is asked for."""
-    missing = [path_id for path_id in ids if path_id not in _paths]
+    with _paths_lock:
+        if _paths_version[0] != data_version:
+            _paths.clear()
+            _paths_version[0] = data_version
+        known = dict(_paths)
+    missing = [path_id for path_id in ids if path_id not in known]
     if missing:
         read = {path_id: UnitPathInfo.parse(text) for path_id, text in connection.execute(_UNIT_PATHS, {"ids": missing})}
+        known.update(read)
         with _paths_lock:
-            _paths.update(read)
-    return {path_id: _paths[path_id] for path_id in ids if path_id in _paths}
-
+            if _paths_version[0] == data_version:
+                _paths.update(read)
+    return {path_id: known[path_id] for path_id in ids if path_id in known}
 
 def _seen_since(connection: Connection, sch_ids: list[str], origin: int, scope: FeedScope) -> set[str]:
     """Those of the enrolments that were in the token's units before or after some change since `origin`."""
     changes = list(connection.execute(_PATHS_SINCE, {"sch_ids": sch_ids, "origin": origin}))
-    paths = unit_paths(connection, {path for _sch, *ids in changes for path in ids if path is not None})
+    paths = unit_paths(
+        connection, {path for _sch, *ids in changes for path in ids if path is not None}, scope.data_version
+    )
     seen = set()
     for sch_id, *ids in changes:
         for path_id in ids:
