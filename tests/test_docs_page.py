@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import os
@@ -26,14 +27,14 @@ from openapi_spec_validator.readers import read_from_filename
 from sqlalchemy import func, select
 
 from southrock_api.admin.tokens import IssuedToken
-from southrock_api.api.errors import CATALOGUE
+from southrock_api.api.errors import CATALOGUE, CHANGES_EXPIRED
 from southrock_api.api.parameters import EnrolmentQuerySchema
-from southrock_api.apidocs.page import LANGUAGES, LIST_EXAMPLES
+from southrock_api.apidocs.page import COPY_ANCHOR, LANGUAGES, LIST_EXAMPLES
 from southrock_api.data.db import get_database
 from southrock_api.data.demo import write_demo_csvs
 from southrock_api.data.importer import import_directory
 from southrock_api.data.models import BusinessUnit, Enrolment, WorkUnit
-from tests import databases, factories, servers
+from tests import databases, factories, feeds, servers
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome
@@ -76,12 +77,13 @@ class Served:
 
     base_url: str
     tokens: dict[str, IssuedToken]
+    database_url: str
+    demo: Path  # the demo data's CSV files, as imported
 
 
-@pytest.fixture(scope="module")
-def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@contextmanager
+def _demo_site(backend: str, directory: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
     """gunicorn on the demo data set (as `make serve` loads it) with a business-unit and a work-unit token."""
-    directory = tmp_path_factory.mktemp("docs")
     with databases.fresh_database(backend, directory) as url:
         app = servers.migrated_app(url)
         try:
@@ -105,12 +107,19 @@ def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         env = {
             "SOUTHROCK_DATABASE_URL": url,
             "SOUTHROCK_RATELIMIT_STORAGE_URI": f"sqlite:///{directory / 'ratelimit.sqlite'}",
-            # The site's bucket stays the default the page shows (the examples' runs spend under
-            # half of it); the wrong-key runs must not reach the failure limit's 429.
+            # The wrong-key runs must not reach the failure limit's 429.
             "SOUTHROCK_AUTH_FAILURE_LIMIT": "1000 per minute",
+            **(env or {}),
         }
         with servers.gunicorn(env, workers=1, log_path=directory / "gunicorn.log") as base_url:
-            yield Served(base_url, tokens)
+            yield Served(base_url, tokens, url, directory / "demo")
+
+
+@pytest.fixture(scope="module")
+def served(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The demo site; its bucket stays the default the page shows (the examples' runs spend under half of it)."""
+    with _demo_site(backend, tmp_path_factory.mktemp("docs")) as site:
+        yield site
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +245,7 @@ def test_page_renders_every_endpoint_parameter_and_error(
     tabs = [tab.text for tab in enrolments.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     assert tabs == ["cURL", "Python", "Node.js", "C#"]
     page = browser.find_element(By.TAG_NAME, "body").text
-    for topic in ("Getting started", "Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link"):
+    for topic in ("Getting started", "Authentication", "Paging", "Rate limits", "X-Rate-Limit-Remaining", "Link", "Keeping a copy"):
         assert topic in page
     # The whole page, endpoints and examples included: the window grows to the page's height.
     height = browser.execute_script("return document.documentElement.scrollHeight")
@@ -292,14 +301,16 @@ def _example(page: str, anchor: str, language: str) -> str:
     return html.unescape(found.group(1))
 
 
-def _run(language: str, code: str, public_key: str, private_key: str) -> subprocess.CompletedProcess[str]:
-    """Run an example as a user would, with the keys in the environment it reads them from."""
+def _run(
+    language: str, code: str, public_key: str, private_key: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run an example as a user would (in cwd), with the keys in the environment it reads them from."""
     runner = RUNNERS[language]
     if shutil.which(runner[0]) is None or (language == "curl" and shutil.which("curl") is None):
         pytest.skip(f"{runner[0]} is not installed")
     env = {**os.environ, "SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key}
     # Long enough to wait out a whole rate-limit window, should the site's bucket run out.
-    return subprocess.run([*runner, code], env=env, capture_output=True, text=True, timeout=150)
+    return subprocess.run([*runner, code], env=env, capture_output=True, text=True, timeout=150, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -365,13 +376,15 @@ def test_the_whoami_example_names_the_tokens_unit(served: Served, language: str)
     assert issued.unit_code in result.stdout and "ORG_NAME" in result.stdout
 
 
-@pytest.mark.parametrize("anchor", ["whoami", "listUnits", "listEnrolments"])
+@pytest.mark.parametrize("anchor", ["whoami", "listUnits", "listEnrolments", COPY_ANCHOR])
 @pytest.mark.parametrize("language", ["curl", "python", "node"])
-def test_the_examples_stop_with_the_apis_error_code(served: Served, language: str, anchor: str) -> None:
+def test_the_examples_stop_with_the_apis_error_code(served: Served, language: str, anchor: str, tmp_path: Path) -> None:
     """A wrong key: a non-zero exit with the status, E-code and message, not a bare HTTP error (spec §13)."""
     issued = served.tokens["business_unit"]
     page = requests.get(served.base_url + "/docs", timeout=10).text
-    result = _run(language, _example(page, anchor, language), issued.public_key, "srsk_not-the-private-key")
+    code = _example(page, anchor, language)
+    result = _run(language, code, issued.public_key, "srsk_not-the-private-key", cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the copy loop wrote no copy
     assert result.returncode != 0
     if language == "curl":
         # As far as curl goes: the status and the API's error object.
@@ -384,13 +397,27 @@ def test_the_examples_stop_with_the_apis_error_code(served: Served, language: st
 def test_no_example_filters_on_a_placeholder(client: FlaskClient) -> None:
     """The examples ask for what the token sees; ORGCODES and dates appear only in the comments saying how to narrow it."""
     page = client.get("/docs").get_data(as_text=True)
-    for anchor in ("whoami", "listUnits", "listEnrolments"):
+    for anchor in ("whoami", "listUnits", "listEnrolments", COPY_ANCHOR):
         for language, _label, _template in LANGUAGES:
             code = _example(page, anchor, language)
             statements = [line for line in code.splitlines() if not line.lstrip().startswith(("#", "//"))]
             assert not [line for line in statements if re.search(r"\b(ORGCODES|SDATE|EDATE|ORG1)\b|2017", line)], (anchor, language)
             if anchor == "listEnrolments":
                 assert "/api/v1/units" in code  # where the codes ORGCODES takes come from
+
+
+def test_the_snapshot_and_changes_examples_are_the_copy_loop(client: FlaskClient) -> None:
+    """No example sends a placeholder changes token: the two endpoints point to the loop, which takes its own."""
+    page = client.get("/docs").get_data(as_text=True)
+    for anchor in ("enrolmentSnapshot", "enrolmentChanges"):
+        section = page[page.index(f'<section class="endpoint" id="{anchor}"') :]
+        section = section[: section.index("</section>")]
+        assert "<code" not in section.split("<h3>Examples</h3>")[1].replace("<code>", "")
+        assert f'href="#{COPY_ANCHOR}"' in section
+    for language, _label, _template in LANGUAGES:
+        code = _example(page, COPY_ANCHOR, language)
+        assert "/api/v1/enrolments/snapshot" in code and "/api/v1/enrolments/changes" in code
+        assert "southrock-copy.json" in code
 
 
 def test_docs_and_document_are_public_and_not_counted(served: Served) -> None:
@@ -525,4 +552,175 @@ def test_the_examples_wait_out_a_429_as_retry_after_says(client: FlaskClient, la
     else:
         assert result.stdout.split() == ["A", "C", "2024-01-01", "90.00"]
         # The wait is explained, with the API's code.
+        assert "429 E1030: API call exceeded rate limit due to too many requests: waiting 1 s" in result.stderr
+
+
+# Keeping a copy: the loop of the "Keeping a copy" section, first run a snapshot, then the changes.
+
+
+@pytest.fixture(scope="module")
+def changing(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A demo site of its own, whose data the copy tests change by imports; its bucket is not what they test."""
+    with _demo_site(backend, tmp_path_factory.mktemp("copy"), {"SOUTHROCK_RATE_LIMIT": "1000 per minute"}) as site:
+        yield site
+
+
+def _listing(site: Served, token: str) -> dict[str, dict[str, Any]]:
+    """The listing the token sees, every page of it, as a copy holds it: by SCH_ID, without RNUM."""
+    issued = site.tokens[token]
+    rows: list[dict[str, Any]] = []
+    url: str | None = f"{site.base_url}/api/v1/enrolments?limit=500"
+    while url:
+        response = requests.get(url, auth=(issued.public_key, issued.private_key), timeout=10)
+        assert response.status_code == 200
+        rows += response.json()
+        url = response.links.get("next", {}).get("url")
+    return feeds.copy_of(rows)
+
+
+def _import_changes(site: Served, directory: Path, round_: int) -> None:
+    """An import that corrects scores, takes completions back, deletes enrolments and moves learners:
+    each round other rows of the demo data, so that every one changes something."""
+    with (site.demo / "enrolments.csv").open(encoding="utf-8", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    completed = [row for row in rows if row[3] == "COMPLETED"][round_ * 30 : (round_ + 1) * 30]
+    for row in completed[:10]:
+        row[5] = f"{round_ + 1}.50"  # a corrected score
+    for row in completed[10:20]:
+        row[3] = "IN_PROGRESS"  # no longer completed: a DELETE for every token that saw it
+    deleted = [row[0] for row in completed[20:]]
+    with (site.demo / "learners.csv").open(encoding="utf-8", newline="") as file:
+        learners_header, *learners = list(csv.reader(file))
+    units = sorted({learner[4] for learner in learners})
+    moved = learners[round_ * 3 : (round_ + 1) * 3]
+    for learner in moved:
+        learner[4] = units[(units.index(learner[4]) + 1) % len(units)]
+    delta = directory / f"delta-{round_}"
+    delta.mkdir()
+    for name, head, body in (
+        ("enrolments.csv", header, completed[:20]),
+        ("deletions.csv", ["SCH_ID"], [[sch_id] for sch_id in deleted]),
+        ("learners.csv", learners_header, moved),
+    ):
+        with (delta / name).open("w", encoding="utf-8", newline="") as file:
+            csv.writer(file).writerows([head, *body])
+    app = servers.migrated_app(site.database_url)
+    try:
+        with get_database(app).session_factory() as session:
+            import_directory(session, delta)
+            session.commit()
+    finally:
+        servers.dispose(app)
+
+
+ROUNDS = iter(range(100))  # each test's import changes rows no other test's changed
+
+
+@pytest.mark.parametrize("token", ["business_unit", "work_unit"])
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_copy_loop_keeps_a_copy_equal_to_the_listing(
+    changing: Served, language: str, token: str, tmp_path: Path
+) -> None:
+    """As copied from the page: the first run's copy is the listing; after an import, the next run's is the new listing."""
+    issued = changing.tokens[token]
+    page = requests.get(changing.base_url + "/docs", timeout=10).text
+    code = _example(page, COPY_ANCHOR, language)
+    work = tmp_path / "copy"
+    work.mkdir()
+    copy_file = work / "southrock-copy.json"
+
+    def run() -> dict[str, Any]:
+        result = _run(language, code, issued.public_key, issued.private_key, cwd=work)
+        assert result.returncode == 0, result.stderr
+        copy: dict[str, Any] = json.loads(copy_file.read_text(encoding="utf-8"))
+        assert result.stdout.strip() == f"{len(copy['rows'])} rows in southrock-copy.json"
+        assert [path.name for path in work.iterdir()] == ["southrock-copy.json"]  # nothing left behind
+        return copy
+
+    first = run()  # the snapshot
+    before = _listing(changing, token)
+    assert before and first["rows"] == before
+    _import_changes(changing, tmp_path, next(ROUNDS))
+    after = _listing(changing, token)
+    assert after != before  # the import changed what the token sees
+    second = run()  # the changes since the snapshot
+    assert second["rows"] == after and second["token"] != first["token"]
+    assert run() == second  # caught up: nothing changed, the same token to poll with
+
+
+class _CopySite(BaseHTTPRequestHandler):
+    """A snapshot of one row with the token "fresh"; any older token is 410 E3020.
+
+    `cut` drops the closing record; `throttled` answers the first request 429 E1030, Retry-After 1.
+    """
+
+    cut = False
+    throttled = False
+    served = 0
+    ROW = {"SCH_ID": "S1", "LR_ID": "A", "LR_SNAME": "García", "SCH_SCORE": "90.00", "RNUM": "1"}
+
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        path = urlsplit(self.path).path
+        type(self).served += 1
+        if self.throttled and self.served == 1:
+            error = {"message": "API call exceeded rate limit due to too many requests", "code": "E1030"}
+            body = json.dumps({"error": error}).encode()
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "1")
+        elif path.endswith("/snapshot"):
+            lines = [self.ROW] if self.cut else [self.ROW, {"END": True, "ROWS": 1}]
+            # UTF-8 as the API writes it (spec §10), under a type that names no charset.
+            body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("X-Changes-Token", "fresh")
+        else:
+            body = json.dumps({"error": {"message": CHANGES_EXPIRED.description, "code": CHANGES_EXPIRED.code}}).encode()
+            self.send_response(410)
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_copy_loop_takes_a_new_snapshot_on_e3020(client: FlaskClient, language: str, tmp_path: Path) -> None:
+    copy_file = tmp_path / "southrock-copy.json"
+    copy_file.write_text(json.dumps({"token": "old", "rows": {"S9": {"SCH_ID": "S9"}}}), encoding="utf-8")
+    _CopySite.cut, _CopySite.throttled, _CopySite.served = False, False, 0
+    with _fake_site(_CopySite, client) as page:
+        result = _run(language, _example(page, COPY_ANCHOR, language), "srpk_x", "srsk_x", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "410" in result.stderr and "E3020" in result.stderr and "taking a new snapshot" in result.stderr
+    row = {key: value for key, value in _CopySite.ROW.items() if key != "RNUM"}
+    assert json.loads(copy_file.read_text(encoding="utf-8")) == {"token": "fresh", "rows": {"S1": row}}
+
+
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_copy_loop_stops_on_a_snapshot_without_its_closing_record(
+    client: FlaskClient, language: str, tmp_path: Path
+) -> None:
+    _CopySite.cut, _CopySite.throttled, _CopySite.served = True, False, 0
+    with _fake_site(_CopySite, client) as page:
+        result = _run(language, _example(page, COPY_ANCHOR, language), "srpk_x", "srsk_x", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "The snapshot was cut short: run this again." in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no copy to continue from
+
+
+@pytest.mark.parametrize("language", ["curl", "python", "node"])
+def test_the_copy_loop_waits_out_a_429_as_retry_after_says(client: FlaskClient, language: str, tmp_path: Path) -> None:
+    _CopySite.cut, _CopySite.throttled, _CopySite.served = False, True, 0
+    with _fake_site(_CopySite, client) as page:
+        began = time.monotonic()
+        result = _run(language, _example(page, COPY_ANCHOR, language), "srpk_x", "srsk_x", cwd=tmp_path)
+        waited = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert _CopySite.served == 2 and waited >= 1
+    assert json.loads((tmp_path / "southrock-copy.json").read_text(encoding="utf-8"))["token"] == "fresh"
+    if language != "curl":
         assert "429 E1030: API call exceeded rate limit due to too many requests: waiting 1 s" in result.stderr

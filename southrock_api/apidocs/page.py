@@ -11,9 +11,16 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from markupsafe import Markup, escape
 
-from southrock_api.api.parameters import MAX_LIMIT
+from southrock_api.api.parameters import MAX_CHANGES_LIMIT, MAX_LIMIT
 from southrock_api.apidocs.openapi import document_for, policy_text
-from southrock_api.apidocs.texts import ENROLMENTS_PATH, SERVER_REFUSAL_BODY, SERVER_REFUSALS, UNITS_PATH
+from southrock_api.apidocs.texts import (
+    CHANGES_PATH,
+    ENROLMENTS_PATH,
+    SERVER_REFUSAL_BODY,
+    SERVER_REFUSALS,
+    SNAPSHOT_PATH,
+    UNITS_PATH,
+)
 
 # Outside /api: neither authenticated nor counted by the site's limiter (it counts `api` only).
 bp = Blueprint("docs", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -28,6 +35,19 @@ LANGUAGES = (
     ("python", "Python", "example_python.py.j2"),
     ("node", "Node.js", "example_node.mjs.j2"),
     ("csharp", "C#", "example_csharp.cs.j2"),
+)
+# The snapshot and the change feed are used together: one loop, in "Keeping a copy", is their example.
+COPY_TEMPLATES = {
+    "curl": "copy_curl.sh.j2",
+    "python": "copy_python.py.j2",
+    "node": "copy_node.mjs.j2",
+    "csharp": "copy_csharp.cs.j2",
+}
+COPY_PATHS = (SNAPSHOT_PATH, CHANGES_PATH)
+COPY_ANCHOR = "keeping-a-copy"
+COPY_NOTE = (
+    "To copy less, add ORGCODES, SDATE and EDATE to the snapshot's URL, as on GET",
+    "/api/v1/enrolments: its changes token carries them.",
 )
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _PLAIN_ROOT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
@@ -222,6 +242,21 @@ def _examples(base_url: str, path: str) -> list[Example]:
     return examples
 
 
+def copy_examples(base_url: str) -> list[Example]:
+    """The loop that keeps a copy: a snapshot the first time, the changes since on every later run."""
+    context = {
+        "snapshot_url": base_url + SNAPSHOT_PATH,
+        "changes_url": base_url + CHANGES_PATH,
+        # The largest page: as few of the site's requests as possible.
+        "changes_limit": MAX_CHANGES_LIMIT,
+        "narrow": COPY_NOTE,
+    }
+    return [
+        Example(language, label, render_template(COPY_TEMPLATES[language], **context).strip() + "\n")
+        for language, label, _template in LANGUAGES
+    ]
+
+
 def endpoints(document: dict[str, Any], base_url: str) -> list[Endpoint]:
     """Every operation of the document, resolved for the page, with examples against base_url."""
     rows = []
@@ -239,7 +274,8 @@ def endpoints(document: dict[str, Any], base_url: str) -> list[Endpoint]:
                     note=item.get("description", ""),
                     parameters=_parameters(document, operation),
                     responses=_responses(document, operation),
-                    examples=_examples(base_url, path),
+                    # The copy loop in its own section is these two endpoints' example.
+                    examples=[] if path in COPY_PATHS else _examples(base_url, path),
                 )
             )
     return rows
@@ -277,6 +313,8 @@ def docs() -> str:
         info=document["info"],
         document=document,
         endpoints=endpoints(document, base_url),
+        copy_anchor=COPY_ANCHOR,
+        copy_examples=copy_examples(base_url),
         catalogue=document["x-error-catalogue"],
         refusals=SERVER_REFUSALS,
         refusal_body=SERVER_REFUSAL_BODY,
