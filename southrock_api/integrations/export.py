@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 import click
 
@@ -166,14 +166,32 @@ def read_keys(public_key: str | None, private_key_env: str, private_key: str | N
     return public, secret
 
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def site_options(url_envvar: str) -> Callable[[Command], Command]:
+    """The options every client command takes: the site, the token's keys (read_keys) and the list's filters."""
+
+    def add(command: Command) -> Command:
+        for option in reversed(
+            (
+                click.option("--url", required=True, envvar=url_envvar, show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com."),
+                click.option("--public-key", envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key."),
+                click.option("--private-key-env", default=PRIVATE_KEY_ENV, show_default=True, metavar="VAR", help="Environment variable holding the private key."),
+                click.option("--private-key", default=None, help="The private key itself (discouraged: visible in ps and history)."),
+                click.option("--orgcodes", multiple=True, metavar="CODE", help="Only these work units (repeat the option)."),
+                click.option("--sdate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or after (YYYY-MM-DD)."),
+                click.option("--edate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or before (YYYY-MM-DD)."),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return add
+
+
 @click.command("export")
-@click.option("--url", required=True, envvar="SOUTHROCK_EXPORT_URL", show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com.")
-@click.option("--public-key", envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
-@click.option("--private-key-env", default=PRIVATE_KEY_ENV, show_default=True, metavar="VAR", help="Environment variable holding the private key.")
-@click.option("--private-key", default=None, help="The private key itself (discouraged: visible in ps and history).")
-@click.option("--orgcodes", multiple=True, metavar="CODE", help="Only these work units (repeat the option).")
-@click.option("--sdate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or after (YYYY-MM-DD).")
-@click.option("--edate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or before (YYYY-MM-DD).")
+@site_options("SOUTHROCK_EXPORT_URL")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, writable=True, path_type=Path), help="File to write (replaced only when complete).")
 @click.option("--page-size", default=MAX_PAGE_SIZE, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))

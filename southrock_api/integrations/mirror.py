@@ -43,7 +43,7 @@ from southrock_api.integrations.client import (
     SouthrockApiError,
     SouthrockClient,
 )
-from southrock_api.integrations.export import PRIVATE_KEY_ENV, PUBLIC_KEY_ENV, read_keys, terminate_as_interrupt
+from southrock_api.integrations.export import read_keys, site_options, terminate_as_interrupt
 
 # In the working directory, like the export's output: the copy is the operator's file.
 DEFAULT_DATABASE_URL = "sqlite:///southrock-mirror.sqlite"
@@ -299,13 +299,7 @@ LABELS: dict[Stage, str] = {"snapshot": "Loading a snapshot", "changes": "Applyi
 
 @click.command("mirror")
 @click.argument("database_url", required=False, default=DEFAULT_DATABASE_URL, metavar="[DATABASE_URL]")
-@click.option("--url", required=True, envvar="SOUTHROCK_MIRROR_URL", show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com.")
-@click.option("--public-key", envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
-@click.option("--private-key-env", default=PRIVATE_KEY_ENV, show_default=True, metavar="VAR", help="Environment variable holding the private key.")
-@click.option("--private-key", default=None, help="The private key itself (discouraged: visible in ps and history).")
-@click.option("--orgcodes", multiple=True, metavar="CODE", help="Only these work units (repeat the option).")
-@click.option("--sdate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or after (YYYY-MM-DD).")
-@click.option("--edate", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Completed on or before (YYYY-MM-DD).")
+@site_options("SOUTHROCK_MIRROR_URL")
 @click.option("--limit", default=DEFAULT_CHANGES_LIMIT, show_default=True, type=click.IntRange(1, MAX_CHANGES_LIMIT), help="Changes per page (each page is committed on its own).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 def mirror_command(
