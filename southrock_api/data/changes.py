@@ -160,14 +160,18 @@ class ChangeRecorder:
         # Enrolments stored from here on (ids above this) are new: their log rows come from one
         # statement at the end, not one capture each.
         self.last_old_id = int(connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM enrolments").scalar_one())
+        # Kept for the connection's life and emptied per import: creating and dropping them on every
+        # import would churn the catalog (and, in one long transaction, PostgreSQL's lock table).
         connection.exec_driver_sql(
-            "CREATE TEMPORARY TABLE import_changes "
+            "CREATE TEMPORARY TABLE IF NOT EXISTS import_changes "
             "(sch_id VARCHAR(64) PRIMARY KEY, units_before INTEGER, was_completed BOOLEAN NOT NULL)"
         )
         connection.exec_driver_sql(
-            "CREATE TEMPORARY TABLE import_unit_paths "
+            "CREATE TEMPORARY TABLE IF NOT EXISTS import_unit_paths "
             "(work_unit_id INTEGER PRIMARY KEY, units_before INTEGER, units_after INTEGER)"
         )
+        connection.exec_driver_sql("DELETE FROM import_changes")
+        connection.exec_driver_sql("DELETE FROM import_unit_paths")
         before_ids = path_ids(connection, (text for text, _name in self.units_before.values()))
         self._fill_paths({wu_id: before_ids[text] for wu_id, (text, _name) in self.units_before.items()}, "units_before")
 
@@ -247,8 +251,8 @@ class ChangeRecorder:
             f"WHERE e.id > {self.last_old_id} AND e.status = 'COMPLETED' ORDER BY e.id"
         )
         last = self._last_position()
-        self.connection.exec_driver_sql("DROP TABLE import_changes")
-        self.connection.exec_driver_sql("DROP TABLE import_unit_paths")
+        self.connection.exec_driver_sql("DELETE FROM import_changes")
+        self.connection.exec_driver_sql("DELETE FROM import_unit_paths")
         written = last - before
         if written:
             self.connection.execute(insert(ChangeImport).values(last_position=last, recorded_at=now, changes=written))
