@@ -48,7 +48,7 @@ from southrock_api.integrations.export import read_keys, site_options, terminate
 # In the working directory, like the export's output: the copy is the operator's file.
 DEFAULT_DATABASE_URL = "sqlite:///southrock-mirror.sqlite"
 # Snapshot rows per INSERT.
-BATCH_ROWS = 1000
+BATCH_ROWS = 5000
 # Every row property but RNUM, which is a position in one listing, not a property of the enrolment.
 MIRRORED_FIELDS = tuple(name for name in SPEC_FIELDS if name != "RNUM")
 
@@ -229,17 +229,24 @@ def _load_snapshot(engine: Engine, client: SouthrockClient, filters: Filters, ta
     with client.snapshot(filters.orgcodes, filters.sdate, filters.edate) as snapshot:
         # One transaction: a run stopped (or a stream cut) before the commit leaves the old copy and its token.
         with engine.begin() as connection:
+            # A first copy goes straight into its table; a copy that holds rows is replaced through
+            # `incoming`, so that the rows the new snapshot no longer has can be counted as deleted.
+            empty = connection.execute(select(enrolments.c.sch_id).limit(1)).first() is None
+            target = enrolments if empty else incoming
             connection.execute(delete(incoming))
             for batch in _batches(snapshot, BATCH_ROWS):
-                connection.execute(insert(incoming), batch)
+                connection.execute(insert(target), batch)
                 report("snapshot", len(batch))
-            gone = connection.execute(delete(enrolments).where(enrolments.c.sch_id.not_in(select(incoming.c.sch_id))))
-            connection.execute(delete(enrolments))
-            connection.execute(insert(enrolments).from_select(list(incoming.c.keys()), select(incoming)))
-            connection.execute(delete(incoming))
+            if not empty:
+                gone = connection.execute(
+                    delete(enrolments).where(enrolments.c.sch_id.not_in(select(incoming.c.sch_id)))
+                ).rowcount
+                connection.execute(delete(enrolments))
+                connection.execute(insert(enrolments).from_select(list(incoming.c.keys()), select(incoming)))
+                connection.execute(delete(incoming))
+                tally.deleted += gone
             _save_state(connection, client, filters, snapshot.changes_token)
         tally.upserted += snapshot.rows
-        tally.deleted += gone.rowcount
 
 
 def _apply_changes(
