@@ -1,4 +1,4 @@
-"""The client and `southrock-export` installed without the server's packages: Flask, SQLAlchemy, a database driver, gunicorn."""
+"""The client, `southrock-export` and `southrock-mirror` installed without the server's packages: Flask, a database driver, gunicorn (and, but for the mirror, SQLAlchemy)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from southrock_api.data.models import BusinessUnit
 from tests import factories
 from tests.databases import fresh_database
+from tests.fake_feed import PRIVATE_KEY, PUBLIC_KEY, FakeFeed, row, running
 from tests.servers import ROOT, gunicorn, seeded_token
 
 ROWS = 7
@@ -27,28 +28,37 @@ SERVER_PACKAGES = (
     "flask", "werkzeug", "jinja2", "itsdangerous", "markupsafe", "blinker", "flask_limiter", "limits",
     "sqlalchemy", "alembic", "mako", "marshmallow", "apispec", "psycopg", "psycopg_binary", "gunicorn", "redis",
 )
-# Run first in the child: any import of those packages fails as it would where they are not installed.
-BLOCKER = f"""
+# The client and the export need only requests and click; the mirror needs SQLAlchemy too.
+MIRROR_PACKAGES = ("sqlalchemy",)
+
+
+def guards(blocked: tuple[str, ...]) -> tuple[str, str]:
+    """Code run first in the child, so that importing any of blocked fails as it would where they are not
+    installed, and code run last, which fails if any of them got in after all."""
+    blocker = f"""
 import importlib.abc, sys
 class NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {SERVER_PACKAGES!r}:
+        if name.partition(".")[0] in {blocked!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 sys.meta_path.insert(0, NotInstalled())
 """
-# Run last in the child: fails if anything of the server got in after all.
-NOTHING_LOADED = f"""
-loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {SERVER_PACKAGES!r})
+    nothing_loaded = f"""
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {blocked!r})
 assert not loaded, loaded
 """
+    return blocker, nothing_loaded
 
 
-def run_alone(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run Python code in a child where none of the server's packages can be imported."""
+def run_alone(
+    code: str, *args: str, env: dict[str, str] | None = None, blocked: tuple[str, ...] = SERVER_PACKAGES
+) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a child where none of the blocked packages (by default the server's) can be imported."""
+    blocker, nothing_loaded = guards(blocked)
     environment = {name: value for name, value in os.environ.items() if not name.startswith("SOUTHROCK_")}
     return subprocess.run(
-        [sys.executable, "-c", BLOCKER + code + NOTHING_LOADED, *args],
+        [sys.executable, "-c", blocker + code + nothing_loaded, *args],
         env={**environment, **(env or {})},
         cwd=ROOT,
         capture_output=True,
@@ -82,19 +92,23 @@ def site(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
             yield url, issued.public_key, issued.private_key
 
 
-def test_the_distribution_needs_only_requests_and_click_and_the_server_is_an_extra() -> None:
-    """`pip install southrock_api` is the client; `pip install 'southrock_api[server]'` the server."""
+def test_the_distribution_needs_only_requests_click_and_sqlalchemy_and_the_server_is_an_extra() -> None:
+    """`pip install southrock_api` is the client, the export and the mirror; `pip install 'southrock_api[server]'` the server."""
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     required = [line.split(">")[0].split("[")[0] for line in setup["options"]["install_requires"].split()]
-    assert required == ["requests", "click"]
+    assert required == ["requests", "click", "sqlalchemy"]
     server = {line.split(">")[0].split("[")[0] for line in setup["options.extras_require"]["server"].split()}
     assert {"flask", "gunicorn", "sqlalchemy", "psycopg", "marshmallow"} <= server
     scripts = {}
     for line in setup["options.entry_points"]["console_scripts"].strip().splitlines():
         name, _, target = line.partition("=")
         scripts[name.strip()] = target.strip()
-    assert scripts == {"southrock": "southrock_api.admin:main", "southrock-export": "southrock_api.integrations.export:main"}
+    assert scripts == {
+        "southrock": "southrock_api.admin:main",
+        "southrock-export": "southrock_api.integrations.export:main",
+        "southrock-mirror": "southrock_api.integrations.mirror:main",
+    }
 
 
 @pytest.mark.e2e
@@ -154,6 +168,46 @@ def test_southrock_export_reads_none_of_the_servers_settings(site: tuple[str, st
     assert len(output.read_text(encoding="utf-8").splitlines()) == ROWS
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "from southrock_api.integrations.mirror import main; main()",  # the southrock-mirror script
+        "import runpy; runpy.run_module('southrock_api.integrations.mirror', run_name='__main__')",  # python -m
+    ],
+    ids=["southrock-mirror", "python-m"],
+)
+def test_the_mirror_works_with_sqlalchemy_and_without_the_rest_of_the_servers_packages(tmp_path: Path, entry: str) -> None:
+    blocked = tuple(name for name in SERVER_PACKAGES if name not in MIRROR_PACKAGES)
+    feed = FakeFeed()
+    feed.put(*(row(f"S{number}") for number in range(ROWS)))
+    env = {"SOUTHROCK_PUBLIC_KEY": PUBLIC_KEY, "SOUTHROCK_PRIVATE_KEY": PRIVATE_KEY, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
+    code = f"sys.argv[0] = 'southrock-mirror'\ntry:\n    {entry}\nexcept SystemExit as end:\n    assert end.code in (0, None), end.code\n"
+    database = f"sqlite:///{tmp_path / 'copy.sqlite'}"
+    with running(feed):
+        result = run_alone(code, database, "--url", feed.url, "--no-progress", env=env, blocked=blocked)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"took a new snapshot: there was no local copy yet\nupserted {ROWS}, deleted 0\n"
+
+
+@pytest.mark.e2e
+def test_southrock_mirror_copies_the_real_site_without_the_servers_packages_or_settings(site: tuple[str, str, str], tmp_path: Path) -> None:
+    """`southrock-mirror` against the site's own snapshot, then `southrock mirror` (the group's) on the same copy."""
+    url, public_key, private_key = site
+    blocked = tuple(name for name in SERVER_PACKAGES if name not in MIRROR_PACKAGES)
+    env = {"SOUTHROCK_PUBLIC_KEY": public_key, "SOUTHROCK_PRIVATE_KEY": private_key, "SOUTHROCK_RATE_LIMIT": "60 per minit"}
+    database = f"sqlite:///{tmp_path / 'copy.sqlite'}"
+    code = "from southrock_api.integrations.mirror import main\nsys.argv[0] = 'southrock-mirror'\ntry:\n    main()\nexcept SystemExit as end:\n    assert end.code in (0, None), end.code\n"
+    result = run_alone(code, database, "--url", url, "--no-progress", env=env, blocked=blocked)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"took a new snapshot: there was no local copy yet\nupserted {ROWS}, deleted 0\n"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("SOUTHROCK_")}
+    southrock = str(Path(sys.executable).with_name("southrock"))
+    command = [southrock, "mirror", database, "--url", url, "--no-progress"]
+    again = subprocess.run(command, env={**environment, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "upserted 0, deleted 0\n"
+
+
 def test_the_export_command_says_how_to_run_it() -> None:
     result = run_alone("from southrock_api.integrations.export import main\nsys.argv[0] = 'southrock-export'\ntry:\n    main()\nexcept SystemExit as end:\n    assert end.code == 0\n", "--help")
     assert result.returncode == 0, result.stderr
@@ -165,7 +219,7 @@ def test_southrock_without_the_servers_packages_says_what_to_install_in_one_line
     result = run_alone(code, "tokens", "list")
     assert result.stderr == (
         "Error: the `southrock` command needs the server's packages (flask is not installed): "
-        "pip install 'southrock_api[server]'. `southrock-export` needs only the client's.\n"
+        "pip install 'southrock_api[server]'. `southrock-export` and `southrock-mirror` need only the client's.\n"
     )
 
 

@@ -15,6 +15,6 @@ def main() -> None:
         # A client-only install (README, Integrations) has no Flask or database driver.
         sys.exit(
             f"Error: the `southrock` command needs the server's packages ({missing.name} is not installed): "
-            "pip install 'southrock_api[server]'. `southrock-export` needs only the client's."
+            "pip install 'southrock_api[server]'. `southrock-export` and `southrock-mirror` need only the client's."
         )
     southrock()

@@ -1,4 +1,4 @@
-"""The `southrock` command: db, import, demo-data, demo-setup and tokens are defined here; export and rtopilot come from integrations/.
+"""The `southrock` command: db, import, demo-data, demo-setup and tokens are defined here; export, mirror and rtopilot come from integrations/.
 
 The console script is southrock_api.admin:main, which says what to install when Flask is missing.
 """
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from southrock_api.admin import tokens
 from southrock_api.data import migrations
-from southrock_api.integrations import export, rtopilot
+from southrock_api.integrations import export, mirror, rtopilot
 from southrock_api.config import ConfigError
 from southrock_api.data.db import WriteLockTimeout, failure_reason, get_database
 from southrock_api.data.deadlines import DatabaseTimeout
@@ -381,7 +381,7 @@ class SouthrockGroup(FlaskGroup):
             ctx.ensure_object(ScriptInfo).load_app()
         except ConfigError as error:
             # Flask would print the traceback above the help; the application's commands would all
-            # fail anyway. export reads no setting of the server's: it works still.
+            # fail anyway. export and mirror read no setting of the server's: they work still.
             click.echo(f"Error: {error}", err=True)
             return sorted(self.commands)
         return [name for name in super().list_commands(ctx) if name not in _PLUGGED_IN]
@@ -412,6 +412,7 @@ def main() -> None:
     """Southrock LMS Enrolment API administration."""
 
 
-# The group's own, not the application's: an export reads none of the server's settings, so it
-# needs neither a valid configuration nor an instance folder.
+# The group's own, not the application's: an export or a mirror reads none of the server's settings,
+# so it needs neither a valid configuration nor an instance folder.
 main.add_command(export.export_command)
+main.add_command(mirror.mirror_command)

@@ -1,14 +1,15 @@
-"""A Python client for the Southrock LMS Enrolment API: typed rows, paging, rate limits, retries."""
+"""A Python client for the Southrock LMS Enrolment API: typed rows, paging, rate limits, retries, snapshot and change feed."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -22,6 +23,11 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_BASE = 0.5
 # spec §15: windows are a minute long, so a full window is the longest wait that can be needed.
 DEFAULT_MAX_SLEEP = 60.0
+# The change feed's page sizes (GET /api/v1/enrolments/changes?limit=).
+DEFAULT_CHANGES_LIMIT = 500
+MAX_CHANGES_LIMIT = 5000
+# The snapshot is read in chunks of this many bytes: memory stays flat however many rows it holds.
+SNAPSHOT_CHUNK_BYTES = 64 * 1024
 
 
 class SouthrockApiError(Exception):
@@ -143,6 +149,35 @@ class DataChanged(SouthrockApiError):
     """The site's data changed while its pages were being read: pages before and after may overlap or miss rows."""
 
 
+class IncompleteSnapshot(SouthrockApiError):
+    """The snapshot stream ended without its closing record (or with a wrong row count): it was cut, use none of it."""
+
+
+class ChangesExpired(SouthrockApiError):
+    """The change token is older than the site keeps changes for (HTTP 410, E3020): take a new snapshot."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change feed: an enrolment to write (UPSERT, with its record) or to remove (DELETE)."""
+
+    kind: Literal["UPSERT", "DELETE"]
+    sch_id: str
+    # The row as the listing renders it, without a position: rnum is 0. None for a DELETE.
+    record: EnrolmentRecord | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Change:
+        """Parse one element of a changes page."""
+        kind = data["CHANGE"]
+        sch_id = str(data["SCH_ID"])
+        if kind == "DELETE":
+            return cls("DELETE", sch_id, None)
+        if kind != "UPSERT":
+            raise ValueError(f"unknown change kind {kind!r}")
+        return cls("UPSERT", sch_id, EnrolmentRecord.from_json({**data, "RNUM": 0}))
+
+
 Row = TypeVar("Row")
 
 
@@ -210,6 +245,128 @@ class EnrolmentStream(PageStream[EnrolmentRecord]):
 
     def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any]) -> None:
         super().__init__(client, url, params, EnrolmentRecord.from_json)
+
+
+class Snapshot:
+    """The visible enrolments as of one moment, streamed one NDJSON line at a time, and the change token as of it.
+
+    Iterate it once; `changes_token` is known at once, `rows` after the last record. A stream that
+    ends without its closing record `{"END": true, "ROWS": n}` (or whose n is not the number of
+    rows read) raises IncompleteSnapshot: the connection was cut and the rows read are not the set.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        token = response.headers.get("X-Changes-Token")
+        if not token:
+            response.close()
+            raise _not_the_api(response)
+        self.changes_token = token
+        self.rows = 0
+        self._iterated = False
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection (reading stops where it is)."""
+        self._response.close()
+
+    def __iter__(self) -> Iterator[EnrolmentRecord]:
+        if self._iterated:
+            raise RuntimeError("a snapshot can be read only once")
+        self._iterated = True
+        try:
+            yield from self._records()
+        finally:
+            self.close()
+
+    def _records(self) -> Iterator[EnrolmentRecord]:
+        ended = False
+        for line in self._lines():
+            if ended:
+                raise IncompleteSnapshot(200, None, "the snapshot has rows after its closing record")
+            try:
+                data = json.loads(line)
+                if data.get("END") is True:
+                    if data.get("ROWS") != self.rows:
+                        raise IncompleteSnapshot(
+                            200, None, f"the snapshot closed with ROWS {data.get('ROWS')!r} after {self.rows} rows"
+                        )
+                    ended = True
+                    continue
+                record = EnrolmentRecord.from_json(data)
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
+                raise IncompleteSnapshot(
+                    200, None, f"the snapshot was cut after {self.rows} rows: line {self.rows + 1} is not a whole row"
+                ) from None
+            self.rows += 1
+            yield record
+        if not ended:
+            raise IncompleteSnapshot(200, None, f"the snapshot was cut after {self.rows} rows (no closing record)")
+
+    def _lines(self) -> Iterator[bytes]:
+        pending = b""
+        try:
+            # iter_content undoes a gzip Content-Encoding; splitting on b"\n" ourselves keeps a
+            # chunk boundary inside "\r\n" from making an empty line (JSON escapes every newline in a value).
+            for chunk in self._response.iter_content(SNAPSHOT_CHUNK_BYTES):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                yield from (line for line in lines if line.strip())
+        except requests.RequestException as error:
+            raise IncompleteSnapshot(None, None, f"the snapshot was cut after {self.rows} rows: {error}") from error
+        if pending.strip():
+            # A last line without its newline: cut mid-line, unless it is the closing record.
+            yield pending
+
+
+class ChangeStream:
+    """The change feed from a token on, page by page, following next links (the feed's own paging).
+
+    Iterating yields every Change; `pages()` yields each page's changes with the token after it,
+    for a consumer that stores its position page by page. `changes_token` is the position after
+    the last page read: once the stream is exhausted, the token to poll with later.
+    """
+
+    def __init__(self, client: SouthrockClient, url: str, params: dict[str, Any], token: str) -> None:
+        self._client = client
+        self._next_url: str | None = url
+        self._params: dict[str, Any] | None = params
+        self.changes_token = token
+
+    def __iter__(self) -> Iterator[Change]:
+        for changes, _token in self.pages():
+            yield from changes
+
+    def pages(self) -> Iterator[tuple[list[Change], str]]:
+        """Yield (changes, token after them) for each page until the feed is caught up; a page may be empty."""
+        while self._next_url is not None:
+            yield self._fetch()
+
+    def _fetch(self) -> tuple[list[Change], str]:
+        assert self._next_url is not None
+        try:
+            response = self._client._get(self._next_url, self._params)
+        except SouthrockApiError as error:
+            if error.status == 410:
+                raise ChangesExpired(error.status, error.code, error.message) from None
+            raise
+        self._params = None
+        token = response.headers.get("X-Changes-Token")
+        try:
+            changes = [Change.from_json(entry) for entry in response.json()]
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
+            raise _not_the_api(response) from None
+        if not token:
+            raise _not_the_api(response)
+        link = response.links.get("next", {}).get("url")
+        self._next_url = self._client._on_our_origin(link) if link else None
+        self.changes_token = token
+        return changes, token
 
 
 class SouthrockClient:
@@ -281,20 +438,30 @@ class SouthrockClient:
         """Return the visible completed enrolments (spec §17) as a lazily paged stream of records."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-        params: dict[str, Any] = {"limit": page_size}
-        if orgcodes is not None:
-            # A lone string would be read as one-character codes, and an empty list (say, a filter
-            # computed to nothing) as no filter at all: every unit the token sees.
-            if isinstance(orgcodes, str):
-                raise TypeError("orgcodes must be a list of work unit codes, not one string")
-            params["ORGCODES"] = list(orgcodes)
-            if not params["ORGCODES"]:
-                raise ValueError("orgcodes is empty: pass None for every work unit the token sees")
-        if sdate is not None:
-            params["SDATE"] = sdate.isoformat()
-        if edate is not None:
-            params["EDATE"] = edate.isoformat()
+        params: dict[str, Any] = {"limit": page_size, **_filters(orgcodes, sdate, edate)}
         return EnrolmentStream(self, self.api_url + "/enrolments", params)
+
+    def snapshot(
+        self,
+        orgcodes: Iterable[str] | None = None,
+        sdate: dt.date | None = None,
+        edate: dt.date | None = None,
+    ) -> Snapshot:
+        """Start reading every visible completed enrolment as of now, with the change token as of the same moment."""
+        params = _filters(orgcodes, sdate, edate)
+        response = self._get(self.api_url + "/enrolments/snapshot", params, stream=True)
+        return Snapshot(response)
+
+    def iter_changes(self, since: str, limit: int = DEFAULT_CHANGES_LIMIT) -> ChangeStream:
+        """Return the changes after the token `since` (from a snapshot or an earlier feed), paged lazily.
+
+        Raises ChangesExpired when the site no longer keeps changes that old.
+        """
+        if not 1 <= limit <= MAX_CHANGES_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_CHANGES_LIMIT}")
+        if not since:
+            raise ValueError("since is empty: take a snapshot for a first token")
+        return ChangeStream(self, self.api_url + "/enrolments/changes", {"since": since, "limit": limit}, since)
 
     def _on_our_origin(self, url: str) -> str:
         # The credentials go only to the host the caller chose, whatever host a link names: behind a
@@ -302,14 +469,23 @@ class SouthrockClient:
         ours, link = urlsplit(self.api_url), urlsplit(url)
         return urlunsplit((ours.scheme, ours.netloc, link.path, link.query, ""))
 
-    def _get(self, url: str, params: dict[str, Any] | None) -> requests.Response:
-        """GET with rate-limit waits and bounded retries; raise SouthrockApiError on failure."""
+    @property
+    def public_key(self) -> str:
+        """The token's public key (the private key is never shown)."""
+        auth = self._session.auth
+        return str(auth[0]) if isinstance(auth, tuple) else ""
+
+    def _get(self, url: str, params: dict[str, Any] | None, stream: bool = False) -> requests.Response:
+        """GET with rate-limit waits and bounded retries; raise SouthrockApiError on failure.
+
+        With stream set the body is left unread on success, for the caller to stream (and close).
+        """
         attempt = 0
         while True:
             attempt += 1
             self._wait_for_window()
             try:
-                response = self._session.get(url, params=params, timeout=self.timeout)
+                response = self._session.get(url, params=params, timeout=self.timeout, stream=stream)
             except requests.RequestException as error:
                 # Refused, timed out, or cut off mid-body: all transient as far as a GET is concerned.
                 if attempt >= self.max_attempts:
@@ -320,7 +496,9 @@ class SouthrockClient:
             if response.status_code == 200:
                 return response
             if response.status_code not in RETRYABLE_STATUSES or attempt >= self.max_attempts:
-                raise SouthrockApiError.from_response(response)
+                with response:
+                    raise SouthrockApiError.from_response(response)
+            response.close()
             delay = self._backoff(attempt)
             if response.status_code == 429:
                 # The server knows when the window reopens; jitter on top spreads competing clients.
@@ -347,6 +525,24 @@ class SouthrockClient:
         if wait > 0:
             self._sleep(min(wait, self.max_sleep))
         self._remaining = None
+
+
+def _filters(orgcodes: Iterable[str] | None, sdate: dt.date | None, edate: dt.date | None) -> dict[str, Any]:
+    """The query parameters of the spec's filters (§17.1.2)."""
+    params: dict[str, Any] = {}
+    if orgcodes is not None:
+        # A lone string would be read as one-character codes, and an empty list (say, a filter
+        # computed to nothing) as no filter at all: every unit the token sees.
+        if isinstance(orgcodes, str):
+            raise TypeError("orgcodes must be a list of work unit codes, not one string")
+        params["ORGCODES"] = list(orgcodes)
+        if not params["ORGCODES"]:
+            raise ValueError("orgcodes is empty: pass None for every work unit the token sees")
+    if sdate is not None:
+        params["SDATE"] = sdate.isoformat()
+    if edate is not None:
+        params["EDATE"] = edate.isoformat()
+    return params
 
 
 def _not_the_api(response: requests.Response) -> SouthrockApiError:

@@ -157,6 +157,15 @@ def _private_key(private_key: str | None, private_key_env: str, used: list[str])
     return value
 
 
+def read_keys(public_key: str | None, private_key_env: str, private_key: str | None) -> tuple[str, str]:
+    """The token's public and private keys from the options and the environment, as every command reads them."""
+    deprecated: list[str] = []
+    public = _public_key(public_key, deprecated)
+    secret = _private_key(private_key, private_key_env, deprecated)
+    _warn_deprecated(deprecated)
+    return public, secret
+
+
 @click.command("export")
 @click.option("--url", required=True, envvar="SOUTHROCK_EXPORT_URL", show_envvar=True, help="Site URL, e.g. https://yoursite.southrock.com.")
 @click.option("--public-key", envvar=PUBLIC_KEY_ENV, show_envvar=True, help="Token public key.")
@@ -187,10 +196,7 @@ def export_command(
     """Write the Completed Training Summary visible to a token to a CSV or JSON Lines file."""
     if not output.parent.is_dir():
         raise click.UsageError(f"directory {output.parent} does not exist")
-    deprecated: list[str] = []
-    public_key = _public_key(public_key, deprecated)
-    secret = _private_key(private_key, private_key_env, deprecated)
-    _warn_deprecated(deprecated)
+    public_key, secret = read_keys(public_key, private_key_env, private_key)
     show = sys.stderr.isatty() if progress is None else progress
     # CSV gets a BOM: Excel reads BOM-less CSV in the local code page and garbles names.
     encoding = "utf-8-sig" if file_format == "csv" else "utf-8"
