@@ -370,10 +370,11 @@ def _import_twice(checkout: Path, backend: str, csvs: Path, work: Path, label: s
         url = databases.POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _IMPORT_TWICE, url, str(csvs)],
-            cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)},
-            check=True, capture_output=True, text=True,
+            [sys.executable, "-c", _IMPORT_TWICE, url, str(csvs.resolve())],
+            cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True,
         )
+        if result.returncode:
+            raise RuntimeError(f"importing with the code at {checkout} failed:\n{result.stderr[-2000:]}")
     finally:
         if backend != "sqlite":
             with psycopg.connect(databases.POSTGRES_ADMIN_URL, autocommit=True) as admin:
