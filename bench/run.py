@@ -560,6 +560,7 @@ def run_backend(
         servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url,
         echo_server("app") as echo_url,
         echo_server("flask_app") as flask_url,
+        echo_server("stream_app") as stream_url,
     ):
         client = Client(base_url)
         clients = Clients(client, Client(echo_url), Client(flask_url))
@@ -591,7 +592,7 @@ def run_backend(
         memory["after a 10×runs-page walk"] = worker_rss(base_url)
         memory["reconnects"] = client.reconnects
         log(f"{backend}: snapshot of the root scope")
-        snapshot = feed.measure_snapshot(base_url, authorization, url, setup.units[root.name], worker_memory)
+        snapshot = feed.measure_snapshot(base_url, authorization, url, setup.units[root.name], worker_memory, stream_url)
         log(f"{backend}: snapshot: API {snapshot.api_s:.1f} s, floor {snapshot.floor_s:.1f} s, {snapshot.rows:,} rows")
     memory["load average after"] = f"{os.getloadavg()[0]:.1f}"
     floor_connection.close()
