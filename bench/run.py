@@ -26,6 +26,11 @@ FLASK ALONE: the same from a one-view Flask app (echo_app.flask_app). Flask alon
 floor's page and JSON is the least a Flask application can take for the page (no
 authentication, no rate limiting, the count cached, the page read and encoded as fast as
 the floor does); where that exceeds the target ratio, no Flask application can meet it.
+
+EXACT COPIES (bench/feed.py, once each): the root scope's snapshot through the same gunicorn
+against the view's block reads in-process, with the workers' peak memory; `mirror()`'s first
+copy and its catch-up after an import changing 10,000 enrolments, on a copy of the database
+served at the default rate limit; the change log's cost on a full import (skipped with --no-import).
 """
 
 from __future__ import annotations
