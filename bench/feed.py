@@ -464,6 +464,7 @@ def report_lines(snapshot: SnapshotResult | None, copy: CopyResult | None, cost:
             "the view's own block reads (`fetch_page`, "
             f"{SNAPSHOT_BLOCK_ROWS:,} rows a block) and JSON Lines in-process, in one transaction, with no HTTP,",
             f"Flask or authentication. Target: API ≤ {SNAPSHOT_TARGET_RATIO}× floor, and worker memory flat (no growth with the row count).",
+            "Each request once (a snapshot of the root scope takes seconds): on a shared machine, one sample each.",
             "",
             "HTTP alone: the same number of bytes, in the same pieces (one a block), streamed from memory by",
             "`bench/echo_app.py`'s `stream_app` under the same gunicorn.conf.py and read the same way.",
@@ -493,7 +494,7 @@ def report_lines(snapshot: SnapshotResult | None, copy: CopyResult | None, cost:
             f"{CHANGED_ENROLMENTS:,} existing enrolments (scores; a tenth of the completed ones leave COMPLETED, the",
             "others chosen reach it) is imported into that database, and `mirror()` catches up from its stored token;",
             f"`iter_changes(token, {MAX_CHANGES_LIMIT})` from the snapshot's token is timed too. Targets: first copy ≤ "
-            f"{MIRROR_TARGET_SECONDS} s; catch-up ≤ {CATCH_UP_TARGET_REQUESTS} requests and ≤ {CATCH_UP_TARGET_SECONDS} s.",
+            f"{MIRROR_TARGET_SECONDS} s; catch-up ≤ {CATCH_UP_TARGET_REQUESTS} requests and ≤ {CATCH_UP_TARGET_SECONDS} s. Each step once.",
             "",
             "| step | rows / changes | requests | wall s |",
             "|---|---:|---:|---:|",
@@ -524,7 +525,8 @@ def report_lines(snapshot: SnapshotResult | None, copy: CopyResult | None, cost:
             "### The change log's cost on an import",
             "",
             "`import_directory` on the benchmark CSVs into a fresh database, then again (a re-import of the same",
-            f"extract), with this code and with the code before the change log ({CHANGELOG_BASE}), each in a subprocess.",
+            f"extract), with this code and then with the code before the change log ({CHANGELOG_BASE}), each in a subprocess,",
+            "once each: on a shared machine a single pair differs by several seconds either way.",
             f"Target: import with the log ≤ {CHANGELOG_TARGET_RATIO}× without.",
             "",
             "| import | with the change log s | without s | ratio |",
