@@ -26,6 +26,11 @@ FLASK ALONE: the same from a one-view Flask app (echo_app.flask_app). Flask alon
 floor's page and JSON is the least a Flask application can take for the page (no
 authentication, no rate limiting, the count cached, the page read and encoded as fast as
 the floor does); where that exceeds the target ratio, no Flask application can meet it.
+
+EXACT COPIES (bench/feed.py, once each): the root scope's snapshot through the same gunicorn
+against the view's block reads in-process, with the workers' peak memory; `mirror()`'s first
+copy and its catch-up after an import changing 10,000 enrolments, on a copy of the database
+served at the default rate limit; the change log's cost on a full import (skipped with --no-import).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 
 import bound_cost  # noqa: E402  (beside this file)
+import feed  # noqa: E402  (beside this file)
 from southrock_api import create_app  # noqa: E402
 from southrock_api.admin import tokens  # noqa: E402
 from southrock_api.data import migrations  # noqa: E402
@@ -90,6 +96,7 @@ FLOOR_COLUMNS = (
     "sch_aedate", "sch_score",
 )
 ORDER = "org_code, crs_code, lr_id, sch_id"
+TITLES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,10 @@ class Result:
     def overhead_ratio(self) -> float:
         """API time against the floor without its count (the count is cached by the API)."""
         return self.api_ms / (self.page_ms + self.json_ms)
+
+
+# One database's results: pages, memory and sizes, the root scope's snapshot, the mirror's copy.
+Section = tuple[list[Result], dict[str, Any], dict[str, int], feed.SnapshotResult, feed.CopyResult]
 
 
 def log(message: str) -> None:
@@ -533,8 +544,10 @@ def _key(row: tuple[Any, ...]) -> tuple[str, str, str, str]:
     return (row[0], row[2], row[4], row[10])
 
 
-def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: Setup) -> tuple[list[Result], dict[str, Any]]:
-    """Serve the database with gunicorn and measure every scenario against its floor."""
+def run_backend(
+    backend: str, url: str, runs: int, scopes: list[Scope], setup: Setup
+) -> tuple[list[Result], dict[str, Any], feed.SnapshotResult]:
+    """Serve the database with gunicorn and measure every scenario (and the root scope's snapshot) against its floor."""
     connect = floor_tables(setup, scopes)
     floor_connection = connect()
     floors = {scope.name: Floor(floor_connection, backend, f"{'' if backend == 'sqlite' else 'bench_floor.'}r{number}") for number, scope in enumerate(scopes)}
@@ -552,6 +565,7 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
         servers.gunicorn(env, workers=2, log_path=DATA / f"gunicorn-{backend}.log") as base_url,
         echo_server("app") as echo_url,
         echo_server("flask_app") as flask_url,
+        echo_server("stream_app") as stream_url,
     ):
         client = Client(base_url)
         clients = Clients(client, Client(echo_url), Client(flask_url))
@@ -582,9 +596,12 @@ def run_backend(backend: str, url: str, runs: int, scopes: list[Scope], setup: S
             _, response, _ = client.get(_next_path(response), authorization)
         memory["after a 10×runs-page walk"] = worker_rss(base_url)
         memory["reconnects"] = client.reconnects
+        log(f"{backend}: snapshot of the root scope")
+        snapshot = feed.measure_snapshot(base_url, authorization, url, setup.units[root.name], worker_memory, stream_url)
+        log(f"{backend}: snapshot: API {snapshot.api_s:.1f} s, floor {snapshot.floor_s:.1f} s, {snapshot.rows:,} rows")
     memory["load average after"] = f"{os.getloadavg()[0]:.1f}"
     floor_connection.close()
-    return results, memory
+    return results, memory, snapshot
 
 
 def _measure(name: str, runs: int, clients: Clients, authorization: str, floor: Floor, scope: Scope, start: int) -> Result:
@@ -657,7 +674,12 @@ def _result(
 
 
 def worker_rss(base_url: str) -> list[int]:
-    """Resident memory (MiB) of the gunicorn workers serving base_url: processes whose parent serves it too."""
+    """Resident memory (MiB) of the gunicorn workers serving base_url."""
+    return sorted(rss for rss, _peak in worker_memory(base_url))
+
+
+def worker_memory(base_url: str) -> list[tuple[int, int]]:
+    """(VmRSS, VmHWM) in MiB of each gunicorn worker serving base_url: processes whose parent serves it too."""
     marker = f"SOUTHROCK_BIND=127.0.0.1:{urlsplit(base_url).port}".encode()
 
     def serves(pid: str) -> bool:
@@ -666,7 +688,7 @@ def worker_rss(base_url: str) -> list[int]:
         except OSError:
             return False
 
-    sizes = []
+    sizes: list[tuple[int, int]] = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -674,7 +696,9 @@ def worker_rss(base_url: str) -> list[int]:
             continue
         parent = status.split("PPid:")[1].split()[0]
         if serves(pid) and serves(parent):
-            sizes.append(int(status.split("VmRSS:")[1].split()[0]) // 1024)
+            sizes.append(
+                (int(status.split("VmRSS:")[1].split()[0]) // 1024, int(status.split("VmHWM:")[1].split()[0]) // 1024)
+            )
     return sorted(sizes)
 
 
@@ -721,7 +745,8 @@ def table(results: list[Result]) -> list[str]:
 
 
 def write_report(
-    path: Path, enrolments: int, runs: int, info: dict[str, str], sections: dict[str, tuple[list[Result], dict[str, Any], dict[str, int]]], imports: str | None
+    path: Path, enrolments: int, runs: int, info: dict[str, str], sections: dict[str, Section], imports: str | None,
+    costs: dict[str, feed.ImportCost],
 ) -> None:
     """Write the Markdown report."""
     lines = [
@@ -750,7 +775,7 @@ def write_report(
         f"  at the floor's own cost. **Bold**: above {TARGET_RATIO}, the target is out of reach of any Flask application.",
         "",
     ]
-    for backend, (results, memory, sizes) in sections.items():
+    for backend, (results, memory, sizes, snapshot, copy) in sections.items():
         worst = max(r.ratio for r in results)
         out_of_reach = [r for r in results if r.least_ratio > TARGET_RATIO]
         over = [r for r in results if r.ratio > TARGET_RATIO]
@@ -770,6 +795,7 @@ def write_report(
         ]
         if "bounded waits" in memory:
             lines += [memory["bounded waits"], ""]
+        lines += feed.report_lines(snapshot, copy, costs.get(backend))
     if imports:
         lines += [
             "## Import (SQLite)",
@@ -792,7 +818,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ENROLMENTS:,} rows; writes bench/data/benchmarks-quick.md")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default=None)
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--no-import", action="store_true", help="skip the import benchmark")
+    parser.add_argument("--no-import", action="store_true", help="skip the import benchmarks (import speed, the change log's cost)")
     args = parser.parse_args()
     enrolments = QUICK_ENROLMENTS if args.quick else FULL_ENROLMENTS
     runs = args.runs or (QUICK_RUNS if args.quick else FULL_RUNS)
@@ -801,25 +827,29 @@ def main() -> None:
     ]
     DATA.mkdir(parents=True, exist_ok=True)
     csvs = csv_directory(enrolments)
-    sections: dict[str, tuple[list[Result], dict[str, Any], dict[str, int]]] = {}
+    sections: dict[str, Section] = {}
     for backend in backends:
         url = sqlite_database(enrolments, csvs) if backend == "sqlite" else postgres_database(enrolments, csvs)
         log(f"{backend}: migrating and analysing {url}")
         migrate_and_analyze(url)
         scopes, setup = choose_scopes(url)
         setup.backend = backend
-        results, memory = run_backend(backend, url, runs, scopes, setup)
+        results, memory, snapshot = run_backend(backend, url, runs, scopes, setup)
         if backend == "postgresql":
             memory["bounded waits"] = bound_cost.measure(url)
             log(memory["bounded waits"])
-        title = "SQLite" if backend == "sqlite" else "PostgreSQL"
-        sections[title] = (results, memory, dict(setup.sizes))
-        print(f"\n{title}\n" + "\n".join(table(results)))
+        copy = feed.measure_copy(backend, url, setup.tokens["root"], csvs, DATA)
+        title = TITLES[backend]
+        sections[title] = (results, memory, dict(setup.sizes), snapshot, copy)
+        print(f"\n{title}\n" + "\n".join(table(results)) + "\n\n" + "\n".join(feed.report_lines(snapshot, copy, None)))
     imports = None if args.no_import else import_benchmark(csvs)
     if imports:
         print(f"\nImport (SQLite)\n{imports}")
+    costs = {} if args.no_import else {TITLES[b]: cost for b, cost in feed.measure_import_cost(backends, csvs).items()}
+    for title, cost in costs.items():
+        print(f"\n{title}\n" + "\n".join(feed.report_lines(None, None, cost)))
     report = DATA / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
-    write_report(report, enrolments, runs, machine(), sections, imports)
+    write_report(report, enrolments, runs, machine(), sections, imports, costs)
     log(f"wrote {report}")
 
 
