@@ -116,6 +116,13 @@ SPEC_FIELDS = {
 }
 
 
+def _row_object(data: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot line as it is, once it is seen to be a row: an object with its SCH_ID."""
+    if not isinstance(data.get("SCH_ID"), str):
+        raise ValueError("not a row")
+    return data
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
@@ -280,11 +287,21 @@ class Snapshot:
             raise RuntimeError("a snapshot can be read only once")
         self._iterated = True
         try:
-            yield from self._records()
+            yield from self._records(EnrolmentRecord.from_json)
         finally:
             self.close()
 
-    def _records(self) -> Iterator[EnrolmentRecord]:
+    def objects(self) -> Iterator[dict[str, Any]]:
+        """The rows as the API sent them (JSON objects of text), unparsed: the fast way to store them as they are."""
+        if self._iterated:
+            raise RuntimeError("a snapshot can be read only once")
+        self._iterated = True
+        try:
+            yield from self._records(_row_object)
+        finally:
+            self.close()
+
+    def _records(self, convert: Callable[[dict[str, Any]], Row]) -> Iterator[Row]:
         ended = False
         for line in self._lines():
             if ended:
@@ -298,7 +315,7 @@ class Snapshot:
                         )
                     ended = True
                     continue
-                record = EnrolmentRecord.from_json(data)
+                record = convert(data)
             except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
                 raise IncompleteSnapshot(
                     200, None, f"the snapshot was cut after {self.rows} rows: line {self.rows + 1} is not a whole row"

@@ -218,10 +218,29 @@ def _row(record: EnrolmentRecord) -> dict[str, str | None]:
     return {name.lower(): spec[name] or None for name in MIRRORED_FIELDS}
 
 
-def _batches(records: Iterable[EnrolmentRecord], size: int) -> Iterator[list[dict[str, str | None]]]:
-    iterator = iter(records)
-    while batch := [_row(record) for record in islice(iterator, size)]:
+def _object_row(data: dict[str, Any]) -> dict[str, str | None]:
+    """A snapshot line as a row of `enrolments`: the API's text as it came, NULL for an empty or absent value."""
+    return {name.lower(): data.get(name) or None for name in MIRRORED_FIELDS}
+
+
+def _batches(objects: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, str | None]]]:
+    iterator = iter(objects)
+    while batch := [_object_row(data) for data in islice(iterator, size)]:
         yield batch
+
+
+def _bulk_writer(connection: Connection, table: Table) -> Callable[[list[dict[str, str | None]]], None]:
+    """INSERT batches of rows into table: on SQLite through the driver's executemany, which a million rows need."""
+    names = list(table.c.keys())
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+    def write(batch: list[dict[str, str | None]]) -> None:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in batch])
+        else:
+            connection.execute(insert(table), batch)
+
+    return write
 
 
 def _load_snapshot(engine: Engine, client: SouthrockClient, filters: Filters, tally: _Tally, report: Progress) -> None:
@@ -234,8 +253,10 @@ def _load_snapshot(engine: Engine, client: SouthrockClient, filters: Filters, ta
             empty = connection.execute(select(enrolments.c.sch_id).limit(1)).first() is None
             target = enrolments if empty else incoming
             connection.execute(delete(incoming))
-            for batch in _batches(snapshot, BATCH_ROWS):
-                connection.execute(insert(target), batch)
+            # Stored as the API wrote them: no parsing into records and back to text.
+            write = _bulk_writer(connection, target)
+            for batch in _batches(snapshot.objects(), BATCH_ROWS):
+                write(batch)
                 report("snapshot", len(batch))
             if not empty:
                 gone = connection.execute(
