@@ -162,11 +162,13 @@ class PostgresWriter(TableWriter):
         self.order_by = f" ORDER BY {', '.join(merge_order)}" if merge_order else ""
         self.staging = f"import_{table.name}"
         names = ", ".join(columns)
-        # Temporary, so it vanishes with the session; dropped in finish() so a
-        # second import in the same transaction (tests) can create it again.
+        # Temporary, so it vanishes with the session; kept for the session's next import and
+        # emptied instead of dropped: creating and dropping it each time would churn the catalog
+        # (and, in one long transaction, fill PostgreSQL's lock table).
         self.connection.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {self.staging} AS SELECT {names} FROM {table.name} WITH NO DATA"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.staging} AS SELECT {names} FROM {table.name} WITH NO DATA"
         )
+        self.connection.exec_driver_sql(f"TRUNCATE {self.staging}")
         self.copy_sql = f"COPY {self.staging} ({names}) FROM STDIN"
         self.staged = 0
 
@@ -202,7 +204,7 @@ class PostgresWriter(TableWriter):
             f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.staging}{self.order_by} "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({stored}) IS DISTINCT FROM ({incoming})"
         )
-        self.connection.exec_driver_sql(f"DROP TABLE {self.staging}")
+        self.connection.exec_driver_sql(f"TRUNCATE {self.staging}")
 
 
 def table_writer(
