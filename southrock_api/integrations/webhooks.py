@@ -89,7 +89,7 @@ def claim(session: Session, now: dt.datetime, lease: dt.timedelta, limit: int = 
         # Rows another worker is claiming are passed over, not waited for: never sent twice.
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     claimed = []
-    for delivery, event, subscription in session.execute(query).tuples():
+    for delivery, event, subscription in session.execute(query):
         delivery.locked_until = now + lease
         signing = [subscription.secret]
         overlap = subscription.previous_secret_expires_at
@@ -254,7 +254,7 @@ def replay(session: Session, event_id: str | None = None, since: dt.datetime | N
         query = query.where(WebhookEvent.created_at >= since)
     now = _now()
     replayed = []
-    for delivery, public_id in session.execute(query.order_by(WebhookEvent.id)).tuples():
+    for delivery, public_id in session.execute(query.order_by(WebhookEvent.id)):
         delivery.state, delivery.attempts, delivery.next_attempt_at, delivery.locked_until = "pending", 0, now, None
         replayed.append(public_id)
     return replayed
@@ -272,7 +272,7 @@ def delivery_log(session: Session, failed_only: bool = False) -> list[dict[str, 
     if failed_only:
         query = query.where(or_(WebhookAttempt.status.is_(None), WebhookAttempt.status < 200, WebhookAttempt.status >= 300))
     rows: list[dict[str, object]] = []
-    for attempt, event_id, subscription_id, delivery in session.execute(query).tuples():
+    for attempt, event_id, subscription_id, delivery in session.execute(query):
         rows.append(
             {
                 "at": as_utc(attempt.at).isoformat(timespec="seconds"),
