@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -94,3 +99,44 @@ def test_the_backoff_grows_with_jitter_and_ends_in_a_dead_event(session: Session
     session.expire_all()
     assert not session.get_one(WebhookSubscription, subscription.id).enabled
     assert session.get_one(WebhookSubscription, subscription.id).consecutive_failures == 3
+
+
+def test_the_worker_service_delivers_until_sigterm(tmp_path: Path) -> None:
+    """`southrock webhooks deliver --loop` as systemd runs it: it sends what comes due and stops cleanly on SIGTERM."""
+    with databases.fresh_database("sqlite", tmp_path) as url, Receiver(default=204) as receiver:
+        app = servers.migrated_app(url)
+        factory = get_database(app).session_factory
+        with factory() as session:
+            token = factories.token(session, factories.business_unit(session))
+            webhooks.add_subscription(session, receiver.url, token.public_key)
+            session.commit()
+        env = {**os.environ, "SOUTHROCK_DATABASE_URL": url, "SOUTHROCK_INSTANCE_PATH": str(tmp_path / "instance")}
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from southrock_api.admin.cli import main; main()", "webhooks", "deliver", "--loop", "--interval", "0.1"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            with factory() as session:
+                subscription_id = session.scalar(select(WebhookSubscription.id))
+                assert subscription_id is not None
+                now = dt.datetime.now(dt.timezone.utc)
+                event = WebhookEvent(
+                    public_id=new_event_id(), subscription_id=subscription_id, created_at=now, payload="{}",
+                    first_position=1, last_position=1,
+                )
+                session.add(event)
+                session.flush()
+                session.add(WebhookDelivery(event_id=event.id, state="pending", attempts=0, next_attempt_at=now))
+                session.commit()
+            deadline = time.monotonic() + 30
+            while not receiver.posts():
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the worker sent nothing"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+            servers.dispose(app)
+    assert process.returncode == 0, err
+    assert b"delivered 1, to retry 0, dead 0" in out

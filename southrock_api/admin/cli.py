@@ -456,7 +456,7 @@ def webhooks_deliver(loop: bool, interval: float) -> None:
     stop = threading.Event()
     with rtopilot.stop_on_signals(stop):
         while not stop.is_set():
-            tally = delivery.deliver_due(_session, timeout, schedule)
+            tally = delivery.deliver_due(_session, timeout, schedule, stop=stop)
             if tally.succeeded or tally.retrying or tally.dead:
                 click.echo(tally.line())
             stop.wait(interval)

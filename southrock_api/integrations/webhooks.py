@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -213,14 +214,15 @@ def deliver_due(
     timeout: float,
     backoff: Sequence[float],
     http: requests.Session | None = None,
+    stop: threading.Event | None = None,
 ) -> Tally:
-    """Deliver every event due now, one batch at a time; return what happened."""
+    """Deliver every event due now, one batch at a time, until none is due or `stop` is set; return what happened."""
     tally = Tally()
     own = http is None
     client = http or requests.Session()
     lease = dt.timedelta(seconds=timeout) + CLAIM_MARGIN
     try:
-        while True:
+        while stop is None or not stop.is_set():
             with session_factory() as session:
                 batch = claim(session, _now(), lease)
             if not batch:
@@ -240,6 +242,7 @@ def deliver_due(
                 tally.succeeded += state == "succeeded"
                 tally.retrying += state == "pending"
                 tally.dead += state == "dead"
+        return tally
     finally:
         if own:
             client.close()
