@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from flask.testing import FlaskCliRunner
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -102,3 +102,10 @@ def test_unknown_subscriptions_are_named(runner: FlaskCliRunner) -> None:
     for command in ("remove", "rotate-secret", "enable", "disable"):
         result = runner.invoke(args=["webhooks", command, "wh_nope"])
         assert result.exit_code == 2 and "no webhook subscription 'wh_nope'" in result.output
+
+
+def test_the_docs_page_shows_receivers_how_to_verify(client: FlaskClient) -> None:
+    page = client.get("/docs").get_data(as_text=True)
+    assert 'href="#webhooks"' in page and 'id="webhooks"' in page
+    for library in ("from standardwebhooks import Webhook", 'from "standardwebhooks"', "new StandardWebhook(SECRET)"):
+        assert library in page
