@@ -193,6 +193,15 @@ def import_benchmark(csvs: Path) -> str:
     return result.stdout.strip()
 
 
+def webhooks_benchmark() -> str:
+    """Run bench/webhooks_cost.py (an import of ~10,000 changes with 100 subscriptions, then delivery); return its table."""
+    log("webhooks benchmark: bench/webhooks_cost.py")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "webhooks_cost.py")], check=True, capture_output=True, text=True
+    )
+    return result.stdout.strip()
+
+
 def _import(url: str, csvs: Path) -> None:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
     # As `southrock import` runs: no request's statement bound on a million-row load.
@@ -721,7 +730,8 @@ def table(results: list[Result]) -> list[str]:
 
 
 def write_report(
-    path: Path, enrolments: int, runs: int, info: dict[str, str], sections: dict[str, tuple[list[Result], dict[str, Any], dict[str, int]]], imports: str | None
+    path: Path, enrolments: int, runs: int, info: dict[str, str], sections: dict[str, tuple[list[Result], dict[str, Any], dict[str, int]]], imports: str | None,
+    hooks: str | None = None,
 ) -> None:
     """Write the Markdown report."""
     lines = [
@@ -783,6 +793,18 @@ def write_report(
             "```",
             "",
         ]
+    if hooks:
+        lines += [
+            "## Webhooks (SQLite)",
+            "",
+            "`bench/webhooks_cost.py`: the same import with and without 100 subscriptions (the outbox is",
+            "written in the import's transaction), then one delivery pass to a loopback receiver.",
+            "",
+            "```",
+            hooks,
+            "```",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
@@ -792,7 +814,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ENROLMENTS:,} rows; writes bench/data/benchmarks-quick.md")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default=None)
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--no-import", action="store_true", help="skip the import benchmark")
+    parser.add_argument("--no-import", action="store_true", help="skip the import and webhook benchmarks")
     args = parser.parse_args()
     enrolments = QUICK_ENROLMENTS if args.quick else FULL_ENROLMENTS
     runs = args.runs or (QUICK_RUNS if args.quick else FULL_RUNS)
@@ -818,8 +840,11 @@ def main() -> None:
     imports = None if args.no_import else import_benchmark(csvs)
     if imports:
         print(f"\nImport (SQLite)\n{imports}")
+    hooks = None if args.no_import else webhooks_benchmark()
+    if hooks:
+        print(f"\nWebhooks (SQLite)\n{hooks}")
     report = DATA / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
-    write_report(report, enrolments, runs, machine(), sections, imports)
+    write_report(report, enrolments, runs, machine(), sections, imports, hooks)
     log(f"wrote {report}")
 
 
