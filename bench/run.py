@@ -204,6 +204,15 @@ def import_benchmark(csvs: Path) -> str:
     return result.stdout.strip()
 
 
+def webhooks_benchmark() -> str:
+    """Run bench/webhooks_cost.py (an import of ~10,000 changes with 100 subscriptions, then delivery); return its table."""
+    log("webhooks benchmark: bench/webhooks_cost.py")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "webhooks_cost.py")], check=True, capture_output=True, text=True
+    )
+    return result.stdout.strip()
+
+
 def _import(url: str, csvs: Path) -> None:
     app = create_app({"DATABASE_URL": url, "RATELIMIT_STORAGE_URI": "memory://"})
     # As `southrock import` runs: no request's statement bound on a million-row load.
@@ -747,6 +756,7 @@ def table(results: list[Result]) -> list[str]:
 def write_report(
     path: Path, enrolments: int, runs: int, info: dict[str, str], sections: dict[str, Section], imports: str | None,
     costs: dict[str, feed.ImportCost],
+    hooks: str | None = None,
 ) -> None:
     """Write the Markdown report."""
     lines = [
@@ -809,6 +819,18 @@ def write_report(
             "```",
             "",
         ]
+    if hooks:
+        lines += [
+            "## Webhooks (SQLite)",
+            "",
+            "`bench/webhooks_cost.py`: the same import with and without 100 subscriptions (the outbox is",
+            "written in the import's transaction), then one delivery pass to a loopback receiver.",
+            "",
+            "```",
+            hooks,
+            "```",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
@@ -818,7 +840,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ENROLMENTS:,} rows; writes bench/data/benchmarks-quick.md")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default=None)
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--no-import", action="store_true", help="skip the import benchmarks (import speed, the change log's cost)")
+    parser.add_argument("--no-import", action="store_true", help="skip the import benchmarks (import speed, the change log's cost, webhooks)")
     args = parser.parse_args()
     enrolments = QUICK_ENROLMENTS if args.quick else FULL_ENROLMENTS
     runs = args.runs or (QUICK_RUNS if args.quick else FULL_RUNS)
@@ -848,8 +870,11 @@ def main() -> None:
     costs = {} if args.no_import else {TITLES[b]: cost for b, cost in feed.measure_import_cost(backends, csvs).items()}
     for title, cost in costs.items():
         print(f"\n{title}\n" + "\n".join(feed.report_lines(None, None, cost)))
+    hooks = None if args.no_import else webhooks_benchmark()
+    if hooks:
+        print(f"\nWebhooks (SQLite)\n{hooks}")
     report = DATA / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
-    write_report(report, enrolments, runs, machine(), sections, imports, costs)
+    write_report(report, enrolments, runs, machine(), sections, imports, costs, hooks)
     log(f"wrote {report}")
 
 

@@ -48,6 +48,11 @@ RTOPILOT_MAX_ATTEMPTS = 5
 # Exponential backoff between those attempts: full jitter up to base * 2^n, capped.
 RTOPILOT_BACKOFF_SECONDS = 0.5
 RTOPILOT_MAX_BACKOFF_SECONDS = 30.0
+# Seconds a webhook receiver has to answer one delivery (see README, "Webhooks").
+WEBHOOK_TIMEOUT = 10.0
+# Pauses (seconds, comma separated) before each retry of a failed delivery, each with ±25 % jitter:
+# about a day and a quarter in all, after which the event is dead and its subscription disabled.
+WEBHOOK_BACKOFF_SECONDS = "5,300,1800,7200,18000,36000,36000"
 LOG_LEVEL = "INFO"
 # Days the change feed keeps what each import changed. A client whose changes token is older
 # takes a new snapshot (E3020, 410); at 30, a client that syncs monthly never has to.
@@ -58,7 +63,7 @@ CHANGES_RETENTION_DAYS = 30
 FLAGS = ("REQUIRE_HTTPS",)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_POSITIVE_SECONDS = ("DATABASE_TIMEOUT", "COMMAND_TIMEOUT", "RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS")
+_POSITIVE_SECONDS = ("DATABASE_TIMEOUT", "COMMAND_TIMEOUT", "RATELIMIT_STORAGE_TIMEOUT", "RTOPILOT_TIMEOUT", "RTOPILOT_BACKOFF_SECONDS", "RTOPILOT_MAX_BACKOFF_SECONDS", "WEBHOOK_TIMEOUT")
 # The levels both the application and gunicorn know by these names.
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DATABASES = frozenset({"sqlite", "postgresql"})
@@ -76,6 +81,16 @@ def flag(name: str, value: object) -> bool:
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
     raise ConfigError(f"SOUTHROCK_{name} must be true or false, not {value!r}")
+
+
+def backoff_schedule(value: object) -> list[float] | None:
+    """The pauses of a WEBHOOK_BACKOFF_SECONDS setting (text or a list), or None if it is not positive seconds."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        pauses = [float(str(item).strip()) for item in items]
+    except ValueError:
+        return None
+    return pauses if pauses and all(math.isfinite(pause) and pause > 0 for pause in pauses) else None
 
 
 def check(values: Mapping[str, object]) -> None:
@@ -106,6 +121,10 @@ def check(values: Mapping[str, object]) -> None:
     if not str(values["CHANGES_RETENTION_DAYS"]).isdigit() or int(str(values["CHANGES_RETENTION_DAYS"])) < 1:
         raise ConfigError(
             f"SOUTHROCK_CHANGES_RETENTION_DAYS: {values['CHANGES_RETENTION_DAYS']!r} is not a whole number of days, at least 1"
+        )
+    if backoff_schedule(values["WEBHOOK_BACKOFF_SECONDS"]) is None:
+        raise ConfigError(
+            f"SOUTHROCK_WEBHOOK_BACKOFF_SECONDS: {values['WEBHOOK_BACKOFF_SECONDS']!r} is not a comma-separated list of positive seconds"
         )
     if str(values["LOG_LEVEL"]).upper() not in _LOG_LEVELS:
         raise ConfigError(f"SOUTHROCK_LOG_LEVEL: {values['LOG_LEVEL']!r} is not one of {', '.join(_LOG_LEVELS)}")

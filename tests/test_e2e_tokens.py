@@ -77,7 +77,7 @@ def test_the_command_offers_only_its_own_commands(site: dict[str, str]) -> None:
     env = {**os.environ, **site, "SOUTHROCK_RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:1/0"}
     listed = subprocess.run([SOUTHROCK, "--help"], env=env, capture_output=True, text=True, check=True).stdout
     commands = [line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line.strip()]
-    assert commands == ["db", "demo-data", "demo-setup", "export", "import", "mirror", "rtopilot", "tokens"]
+    assert commands == ["db", "demo-data", "demo-setup", "export", "import", "mirror", "rtopilot", "tokens", "webhooks"]
     # flask-limiter plugs `limiter` into every Flask CLI; its `config` would print the store's password.
     plugged = subprocess.run([SOUTHROCK, "limiter", "config"], env=env, capture_output=True, text=True)
     assert plugged.returncode == 2

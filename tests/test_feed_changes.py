@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from southrock_api.admin.tokens import IssuedToken
-from southrock_api.api.feed_tokens import ChangesToken, scope_of
+from southrock_api.data.feed_tokens import ChangesToken, scope_of
 from southrock_api.api.rendering import enrolment_row_format
 from southrock_api.data.changes import last_position, pruned_through, seal_key
 from southrock_api.data.db import read_versions

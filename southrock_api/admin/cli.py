@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,10 @@ from psycopg.errors import ConnectionTimeout
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from southrock_api.admin import tokens
+from southrock_api.admin import tokens, webhooks
 from southrock_api.data import migrations
 from southrock_api.integrations import export, mirror, rtopilot
+from southrock_api.integrations import webhooks as delivery
 from southrock_api.config import ConfigError
 from southrock_api.data.db import WriteLockTimeout, failure_reason, get_database
 from southrock_api.data.deadlines import DatabaseTimeout
@@ -331,9 +333,186 @@ def tokens_audit(as_json: bool) -> None:
         click.echo(f"{event['at']}\t{event['actor']}\t{event['action']}\t{event['public_key']}\t{event['detail'] or ''}")
 
 
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """Tell receivers when the data their token sees changes: subscriptions, delivery, log and replay."""
+
+
+def _webhook_step(wait: float | None, step: Any) -> Any:
+    """Run one administration step in a writing session and commit it; a refused step is one line, nothing stored."""
+    with _writing_session(wait) as session:
+        try:
+            result = step(session)
+        except webhooks.WebhookError as error:
+            raise click.UsageError(str(error)) from None
+        session.commit()
+    return result
+
+
+def _show_secret(issued: webhooks.IssuedSecret, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"id": issued.public_id, "secret": issued.secret}))
+    else:
+        click.echo(f"Subscription:   {issued.public_id}")
+        click.echo(f"Signing secret: {issued.secret}")
+    click.echo("Give the receiver the signing secret now: it is never shown again.", err=True)
+
+
+@webhooks_group.command("add")
+@click.option("--url", required=True, help="The receiver: https:// (http:// for localhost only).")
+@click.option("--token", "token_key", required=True, metavar="PUBLIC_KEY", help="The API token whose view it follows.")
+@click.option("--orgcodes", default=None, metavar="CODE,…", help="Only changes in these work units.")
+@click.option("--description", default=None, help="What the subscription is for.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_waits
+@with_appcontext
+def webhooks_add(
+    url: str, token_key: str, orgcodes: str | None, description: str | None, as_json: bool, wait: float | None
+) -> None:
+    """Subscribe a receiver to the changes a token sees and show its signing secret once."""
+    codes = [code.strip() for code in orgcodes.split(",") if code.strip()] if orgcodes else None
+    issued = _webhook_step(wait, lambda session: webhooks.add_subscription(session, url, token_key, codes, description))
+    _show_secret(issued, as_json)
+
+
+@webhooks_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def webhooks_list(as_json: bool) -> None:
+    """List subscriptions (never their secrets) and why any is disabled."""
+    with _session() as session:
+        rows = webhooks.list_subscriptions(session)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    columns = ("id", "url", "token", "orgcodes", "state", "disabled_reason", "secret_overlap_until", "description")
+    click.echo("\t".join(columns))
+    for row in rows:
+        values = [",".join(value) if isinstance(value, list) else value for value in (row[column] for column in columns)]
+        click.echo("\t".join(str(value or "-") for value in values))
+
+
+@webhooks_group.command("remove")
+@click.argument("subscription")
+@_waits
+@with_appcontext
+def webhooks_remove(subscription: str, wait: float | None) -> None:
+    """Delete a subscription and its events."""
+    _webhook_step(wait, lambda session: webhooks.remove_subscription(session, subscription))
+    click.echo(f"removed {subscription}")
+
+
+@webhooks_group.command("rotate-secret")
+@click.argument("subscription")
+@click.option(
+    "--overlap", default=24.0, show_default=True, type=click.FloatRange(min=0), metavar="HOURS",
+    help="How long the old secret signs too (both signatures are sent).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_waits
+@with_appcontext
+def webhooks_rotate(subscription: str, overlap: float, as_json: bool, wait: float | None) -> None:
+    """Give a subscription a new signing secret, shown once; the old one keeps signing during the overlap."""
+    issued = _webhook_step(
+        wait, lambda session: webhooks.rotate_secret(session, subscription, dt.timedelta(hours=overlap))
+    )
+    _show_secret(issued, as_json)
+
+
+@webhooks_group.command("enable")
+@click.argument("subscription")
+@_waits
+@with_appcontext
+def webhooks_enable(subscription: str, wait: float | None) -> None:
+    """Resume a subscription's deliveries (its waiting events go out)."""
+    _webhook_step(wait, lambda session: webhooks.set_enabled(session, subscription, True))
+    click.echo(f"enabled {subscription}")
+
+
+@webhooks_group.command("disable")
+@click.argument("subscription")
+@_waits
+@with_appcontext
+def webhooks_disable(subscription: str, wait: float | None) -> None:
+    """Pause a subscription's deliveries; its events wait."""
+    _webhook_step(wait, lambda session: webhooks.set_enabled(session, subscription, False))
+    click.echo(f"disabled {subscription}")
+
+
+@webhooks_group.command("deliver")
+@click.option("--loop", is_flag=True, help="Keep delivering until stopped (SIGTERM or Ctrl-C): for a service.")
+@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), metavar="SECONDS", help="With --loop: pause between passes.")
+@with_appcontext
+def webhooks_deliver(loop: bool, interval: float) -> None:
+    """Send the events that are due; several workers may run at once on PostgreSQL (one on SQLite)."""
+    from southrock_api.config import backoff_schedule
+
+    config = current_app.config
+    schedule = backoff_schedule(config["WEBHOOK_BACKOFF_SECONDS"]) or []
+    timeout = float(config["WEBHOOK_TIMEOUT"])
+    if not loop:
+        click.echo(delivery.deliver_due(_session, timeout, schedule).line())
+        return
+    stop = threading.Event()
+    with rtopilot.stop_on_signals(stop):
+        while not stop.is_set():
+            tally = delivery.deliver_due(_session, timeout, schedule, stop=stop)
+            if tally.succeeded or tally.retrying or tally.dead:
+                click.echo(tally.line())
+            stop.wait(interval)
+
+
+@webhooks_group.command("deliveries")
+@click.option("--failed", is_flag=True, help="Only the attempts that failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def webhooks_deliveries(failed: bool, as_json: bool) -> None:
+    """Show each delivery attempt: status, duration, error and the next try."""
+    with _session() as session:
+        rows = delivery.delivery_log(session, failed)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    columns = ("at", "subscription", "event", "attempt", "status", "duration_ms", "delivery", "next_try", "error")
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(str(row[column] if row[column] is not None else "-") for column in columns))
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date and time such as 2026-12-03T08:00 (UTC unless it names its offset)",
+            param_hint="'--since'",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+@webhooks_group.command("replay")
+@click.option("--event", "event_id", default=None, metavar="ID", help="One event (evt_…).")
+@click.option("--since", default=None, metavar="DATETIME", help="Every event written since then (ISO 8601, UTC by default).")
+@_waits
+@with_appcontext
+def webhooks_replay(event_id: str | None, since: str | None, wait: float | None) -> None:
+    """Send events again, with the same ids (receivers deduplicate on webhook-id)."""
+    if (event_id is None) == (since is None):
+        raise click.UsageError("give exactly one of --event ID or --since DATETIME")
+    after = _since(since)
+    with _writing_session(wait) as session:
+        replayed = delivery.replay(session, event_id, after)
+        if event_id is not None and not replayed:
+            raise click.UsageError(f"no event {event_id!r} (see `southrock webhooks deliveries`)")
+        session.commit()
+    click.echo(f"{len(replayed)} event(s) due again; `southrock webhooks deliver` sends them")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app's CLI."""
-    for command in (db_group, import_command, demo_data_command, demo_setup_command, tokens_group):
+    for command in (db_group, import_command, demo_data_command, demo_setup_command, tokens_group, webhooks_group):
         app.cli.add_command(command)
     app.cli.add_command(rtopilot.rtopilot_group)
 

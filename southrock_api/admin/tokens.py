@@ -86,7 +86,8 @@ def _actor() -> str:
     return f"{name} (sudo by {invoker})" if invoker and invoker != name else name
 
 
-def _audit(session: Session, action: str, public_key: str, detail: str | None = None) -> None:
+def audit(session: Session, action: str, public_key: str, detail: str | None = None) -> None:
+    """Log an administration step (a token's or a webhook subscription's, by its public id), never with a secret."""
     # Every change to a token is audited here, so here every server's token cache learns of it.
     bump_tokens_version(session)
     session.add(
@@ -120,14 +121,14 @@ def create_token(
     token.public_key = _new_public_key()
     token.private_key_hash = hash_private_key(private_key)
     session.add(token)
-    _audit(session, "create", token.public_key, f"{unit_type} {unit_code}")
+    audit(session, "create", token.public_key, f"{unit_type} {unit_code}")
     session.flush()
     return IssuedToken(
         token.public_key, private_key, unit_type, unit_code, description, expires_at
     )
 
 
-def _find(session: Session, public_key: str) -> ApiToken:
+def find_token(session: Session, public_key: str) -> ApiToken:
     """Find a token by its public key, or by the masked form `tokens list` shows (… or ...)."""
     if PRIVATE_KEY_PREFIX in public_key:
         # Never repeated back: it would land in the terminal's scrollback and the shell's history.
@@ -159,21 +160,21 @@ def _find(session: Session, public_key: str) -> ApiToken:
 
 def revoke_token(session: Session, public_key: str) -> ApiToken:
     """Revoke a token; the next request made with it fails (E1010)."""
-    token = _find(session, public_key)
+    token = find_token(session, public_key)
     if token.revoked_at is None:
         token.revoked_at = _now()
-        _audit(session, "revoke", token.public_key)
+        audit(session, "revoke", token.public_key)
     return token
 
 
 def rotate_token(session: Session, public_key: str) -> IssuedToken:
     """Give a token a new private key; the old one stops working at once."""
-    token = _find(session, public_key)
+    token = find_token(session, public_key)
     if token.revoked_at is not None:
         raise TokenError(f"token {mask(token.public_key)} is revoked")
     private_key = _new_private_key()
     token.private_key_hash = hash_private_key(private_key)
-    _audit(session, "rotate", token.public_key)
+    audit(session, "rotate", token.public_key)
     unit_type, unit_code = unit_of(token)
     expires_at = as_utc(token.expires_at) if token.expires_at else None
     return IssuedToken(token.public_key, private_key, unit_type, unit_code, token.description, expires_at)
@@ -228,7 +229,8 @@ def audit_log(session: Session) -> list[dict[str, str | None]]:
             "at": _iso(event.at),
             "actor": event.actor,
             "action": event.action,
-            "public_key": mask(event.public_key),
+            # A webhook subscription's public id (`wh_…`) is no credential: shown whole.
+            "public_key": mask(event.public_key) if event.public_key.startswith(PUBLIC_KEY_PREFIX) else event.public_key,
             "detail": event.detail,
         }
         for event in session.scalars(select(TokenAudit).order_by(TokenAudit.id))

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from flask import Response, request, stream_with_context
 
 from southrock_api.api.errors import BAD_PARAMETER, CHANGES_EXPIRED, ApiError
-from southrock_api.api.feed_tokens import ChangesToken, scope_of
+from southrock_api.data.feed_tokens import ChangesToken, scope_of
 from southrock_api.api.parameters import SINCE_EXPECTATION
 from southrock_api.api.pipeline import accepts_gzip
 from southrock_api.api.rendering import changes_json, enrolment_renderer, enrolment_row_format

@@ -150,6 +150,8 @@ class ChangeRecorder:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        # The log positions (before, last] this import wrote, once finished.
+        self.positions = (0, 0)
         self.sqlite = connection.dialect.name == "sqlite"
         if not self.sqlite:
             # One import at a time takes positions and commits: a reader that has seen a
@@ -251,6 +253,7 @@ class ChangeRecorder:
             f"WHERE e.id > {self.last_old_id} AND e.status = 'COMPLETED' ORDER BY e.id"
         )
         last = self._last_position()
+        self.positions = (before, last)
         self.connection.exec_driver_sql("DELETE FROM import_changes")
         self.connection.exec_driver_sql("DELETE FROM import_unit_paths")
         written = last - before

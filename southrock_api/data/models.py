@@ -261,3 +261,75 @@ class ChangeLogState(Base):
     seal_key: Mapped[str] = mapped_column(String(64))
     # Every position up to here may have been pruned: a token from before it must take a new snapshot.
     pruned_through: Mapped[int] = mapped_column(POSITION, server_default="0")
+
+
+class WebhookSubscription(Base):
+    """A receiver told of the changes its API token sees (docs/architecture.md, "Webhooks").
+
+    The secret is stored as given to the subscriber (`whsec_…`): HMAC signing needs it, unlike a
+    token's private key. During a rotation's overlap the previous secret signs too.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    api_token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    # JSON array of ORG_CODEs narrowing the token's scope; None: all it sees.
+    orgcodes: Mapped[Optional[str]] = mapped_column(Text)
+    description: Mapped[Optional[str]] = mapped_column(String(NAME_LENGTH))
+    secret: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    previous_secret: Mapped[Optional[str]] = mapped_column(String(CODE_LENGTH))
+    previous_secret_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    disabled_reason: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+    api_token: Mapped[ApiToken] = relationship()
+
+
+class WebhookEvent(Base):
+    """One `enrolments.changed` event for one subscription, written in the import's transaction (the outbox)."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # `evt_…`: the webhook-id header, the same on every attempt and replay.
+    public_id: Mapped[str] = mapped_column(String(CODE_LENGTH), unique=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    first_position: Mapped[int] = mapped_column(POSITION)
+    last_position: Mapped[int] = mapped_column(POSITION)
+
+
+class WebhookDelivery(Base):
+    """Where an event's delivery stands: pending (with its next try), succeeded, or dead."""
+
+    __tablename__ = "webhook_deliveries"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # A worker that has claimed the delivery holds it until then; a crashed worker's claim lapses.
+    locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[Optional[int]] = mapped_column(Integer)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_duration_ms: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+class WebhookAttempt(Base):
+    """One attempt to deliver an event, for `southrock webhooks deliveries`."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[Optional[int]] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[Optional[str]] = mapped_column(Text)

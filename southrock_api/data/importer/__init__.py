@@ -17,6 +17,7 @@ from southrock_api.data.importer.problems import Problems, TooManyProblems
 from southrock_api.data.importer.reading import CsvReader
 from southrock_api.data.importer.references import References
 from southrock_api.data.importer.writing import FileCounts, sqlite_import_cache
+from southrock_api.data.webhooks import write_events
 
 
 class ImportFailed(Exception):
@@ -89,7 +90,10 @@ def import_directory(
                 pass
         if problems.found:
             raise ImportFailed(problems.found)
-        changes = recorder.finish(dt.datetime.now(dt.timezone.utc), retention_days)
+        now = dt.datetime.now(dt.timezone.utc)
+        changes = recorder.finish(now, retention_days)
+        # The outbox: subscribers are told exactly when the import commits (data.webhooks).
+        write_events(connection, *recorder.positions, now)
         bump_data_version(session)
         session.commit()
     except BaseException:
