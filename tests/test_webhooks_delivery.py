@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -11,7 +12,11 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
+from sqlalchemy import update
 from standardwebhooks import Webhook
+
+from southrock_api.data.db import get_database
+from southrock_api.data.models import ApiToken
 
 from tests.fake_receiver import Receiver
 from tests.test_import import BASE, write_files
@@ -184,3 +189,23 @@ def test_a_revoked_token_stops_deliveries(hooks: FlaskCliRunner, tmp_path: Path)
     assert (listed(hooks)["state"], listed(hooks)["disabled_reason"]) == ("disabled", "its API token is revoked")
     result = hooks.invoke(args=["webhooks", "enable", subscription["id"]])
     assert result.exit_code == 2 and "is revoked" in result.output
+
+
+def test_an_expired_token_stops_deliveries(hooks: FlaskCliRunner, tmp_path: Path) -> None:
+    with Receiver(204) as receiver:
+        subscription = subscribed(hooks, tmp_path, receiver.url)
+        changed(hooks, tmp_path)
+        # The token's last day passed after the event was written, before it was sent.
+        with get_database(hooks.app).session_factory() as session:
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.public_key == subscription["token"])
+                .values(expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+            )
+            session.commit()
+        deliver(hooks)
+        # And an import after it writes no event for that subscription at all.
+        changed(hooks, tmp_path, "again", "Renamed again")
+        deliver(hooks)
+    assert receiver.posts() == []
+    assert (listed(hooks)["state"], listed(hooks)["disabled_reason"]) == ("disabled", "its API token is expired")
