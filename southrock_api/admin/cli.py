@@ -279,13 +279,18 @@ def tokens_list(as_json: bool) -> None:
     """List tokens with masked public keys; private keys are never shown."""
     with _session() as session:
         rows = tokens.list_tokens(session)
+    _echo_rows(rows, ("public_key", "unit_type", "unit", "state", "created", "expires", "last_used", "description"), as_json)
+
+
+def _echo_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
+    """A listing: a JSON array, or tab-separated columns under a header ('-' for none, lists joined by commas)."""
     if as_json:
         click.echo(json.dumps(rows))
         return
-    columns = ("public_key", "unit_type", "unit", "state", "created", "expires", "last_used", "description")
     click.echo("\t".join(columns))
     for row in rows:
-        click.echo("\t".join(str(row[column] or "-") for column in columns))
+        values = [",".join(value) if isinstance(value, list) else value for value in (row[column] for column in columns)]
+        click.echo("\t".join(str(value or "-") for value in values))
 
 
 @tokens_group.command("revoke")
@@ -382,14 +387,7 @@ def webhooks_list(as_json: bool) -> None:
     """List subscriptions (never their secrets) and why any is disabled."""
     with _session() as session:
         rows = webhooks.list_subscriptions(session)
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    columns = ("id", "url", "token", "orgcodes", "state", "disabled_reason", "secret_overlap_until", "description")
-    click.echo("\t".join(columns))
-    for row in rows:
-        values = [",".join(value) if isinstance(value, list) else value for value in (row[column] for column in columns)]
-        click.echo("\t".join(str(value or "-") for value in values))
+    _echo_rows(rows, ("id", "url", "token", "orgcodes", "state", "disabled_reason", "secret_overlap_until", "description"), as_json)
 
 
 @webhooks_group.command("remove")
